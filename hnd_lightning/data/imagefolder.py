@@ -1,0 +1,206 @@
+"""ImageFolder DataModule shared by ImageNet and every other dataset in the ImageFolder layout."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import datasets, transforms
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def train_transform(input_size: int, resize_size: int, mean: Sequence[float], std: Sequence[float]):
+    """The papers' training augmentation: Resize(shorter side) + RandomCrop + horizontal flip.
+
+    Resizing the shorter side keeps the aspect ratio (the public recipe squashed images to a square).
+    """
+    return transforms.Compose(
+        [
+            transforms.Resize(resize_size),
+            transforms.RandomCrop(input_size),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
+
+
+def eval_transform(input_size: int, resize_size: int, mean: Sequence[float], std: Sequence[float]):
+    """The papers' evaluation transform: Resize(shorter side) + CenterCrop."""
+    return transforms.Compose(
+        [
+            transforms.Resize(resize_size),
+            transforms.CenterCrop(input_size),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
+
+
+def layout_help(root: Path, train_dir: str, test_dir: str) -> str:
+    return (
+        f"Expected the ImageFolder layout under {str(root)!r}:\n"
+        f"  {train_dir}/<class>/<image>.JPEG   (training images; a seeded hold-out of them validates)\n"
+        f"  {test_dir}/<class>/<image>.JPEG   (test images, e.g. the official ILSVRC 2012 validation set"
+        f" sorted into class folders)\n"
+        f"Set the root with `data.root=PATH`."
+    )
+
+
+def stratified_holdout(targets: Sequence[int], holdout: float | int, seed: int) -> tuple[list[int], list[int]]:
+    """Split sample indices into (train, holdout), drawing the hold-out per class with a fixed seed.
+
+    `holdout` is a fraction of each class (0 < holdout < 1) or a number of images per class (>= 1).
+    """
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for index, target in enumerate(targets):
+        by_class[target].append(index)
+    generator = torch.Generator().manual_seed(seed)
+    train_indices: list[int] = []
+    holdout_indices: list[int] = []
+    for target in sorted(by_class):
+        indices = by_class[target]
+        order = torch.randperm(len(indices), generator=generator).tolist()
+        count = round(holdout * len(indices)) if holdout < 1 else int(holdout)
+        count = min(max(count, 1), len(indices) - 1)
+        holdout_indices += [indices[i] for i in order[:count]]
+        train_indices += [indices[i] for i in order[count:]]
+    return sorted(train_indices), sorted(holdout_indices)
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    """Train / hold-out validation / test loaders over `root/<train_dir>` and `root/<test_dir>`.
+
+    Model selection uses a seeded, per-class hold-out of the training images (`holdout`), so the test
+    set (for ImageNet the official validation set) is only used for the final test.
+    Batches are (images (N, 3, input_size, input_size) float32 normalized, labels (N,) int64).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        num_classes: int,
+        input_size: int = 224,
+        resize_size: int = 256,
+        train_dir: str = "train",
+        test_dir: str = "val",
+        holdout: float = 0.02,
+        seed: int = 42,
+        batch_size: int = 32,
+        eval_batch_size: int = 50,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = False,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        if root is None:
+            raise ValueError("data.root is not set. " + layout_help(Path("<root>"), train_dir, test_dir))
+        if not 0 < holdout:
+            raise ValueError(f"data.holdout must be a fraction in (0, 1) or a count >= 1, got {holdout!r}.")
+        self.root = Path(root).expanduser()
+        self.num_classes = num_classes
+        self.input_size = input_size
+        self.resize_size = resize_size
+        self.train_dir = train_dir
+        self.test_dir = test_dir
+        self.holdout = holdout
+        self.seed = seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory and torch.cuda.is_available()
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.classes: list[str] = []
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def prepare_data(self) -> None:
+        """Hook for subclasses that materialize their files (e.g. the bundled dataset) before setup."""
+
+    def check_layout(self) -> None:
+        """Fail with the expected layout when the root, its splits or their class folders are missing."""
+        problems = []
+        for split in (self.train_dir, self.test_dir):
+            folder = self.root / split
+            if not folder.is_dir():
+                problems.append(f"missing folder {str(folder)!r}")
+                continue
+            classes = [entry for entry in folder.iterdir() if entry.is_dir()]
+            if not classes:
+                problems.append(f"no class folders in {str(folder)!r}")
+            elif len(classes) != self.num_classes:
+                problems.append(
+                    f"{str(folder)!r} has {len(classes)} class folders but data.num_classes="
+                    f"{self.num_classes}; set data.num_classes={len(classes)} if that is intended"
+                )
+        if not problems:
+            train_classes = sorted(p.name for p in (self.root / self.train_dir).iterdir() if p.is_dir())
+            test_classes = sorted(p.name for p in (self.root / self.test_dir).iterdir() if p.is_dir())
+            if train_classes != test_classes:
+                only = sorted(set(train_classes) ^ set(test_classes))[:5]
+                problems.append(f"train and test class folders differ (e.g. {only})")
+        if problems:
+            raise FileNotFoundError(
+                "Bad dataset root: " + "; ".join(problems) + ".\n" + layout_help(self.root, self.train_dir, self.test_dir)
+            )
+
+    def _image_folder(self, split: str, transform) -> datasets.ImageFolder:
+        try:
+            return datasets.ImageFolder(str(self.root / split), transform=transform)
+        except (FileNotFoundError, RuntimeError) as error:
+            raise FileNotFoundError(f"{error}\n" + layout_help(self.root, self.train_dir, self.test_dir)) from error
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.check_layout()
+        train_tf = train_transform(self.input_size, self.resize_size, self.mean, self.std)
+        eval_tf = eval_transform(self.input_size, self.resize_size, self.mean, self.std)
+        # Two views of the same training images: augmented for training, plain for the hold-out.
+        train_view = self._image_folder(self.train_dir, train_tf)
+        holdout_view = self._image_folder(self.train_dir, eval_tf)
+        train_indices, holdout_indices = stratified_holdout(train_view.targets, self.holdout, self.seed)
+        self.train_set = Subset(train_view, train_indices)
+        self.val_set = Subset(holdout_view, holdout_indices)
+        self.test_set = self._image_folder(self.test_dir, eval_tf)
+        self.classes = train_view.classes
+        log.info(
+            "Data %s: %d train, %d hold-out validation, %d test images, %d classes",
+            self.root, len(self.train_set), len(self.val_set), len(self.test_set), len(self.classes),
+        )
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            drop_last=drop_last,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        # A last training batch of one image breaks batch norm on 1x1 feature maps; drop it.
+        drop_last = len(self.train_set) > self.batch_size
+        return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
