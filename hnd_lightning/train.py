@@ -22,14 +22,24 @@ import hydra
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from hnd_lightning.methods import SplitComputingMethod, count_parameters
 from hnd_lightning.models import build_teacher
+from hnd_lightning.sweep import (
+    RESULTS_FILE,
+    bottleneck_payload,
+    completed_results,
+    failed_results,
+    in_multirun,
+    log_sweep_hparams,
+    refuse_ddp_subprocesses_in_multirun,
+    write_results,
+)
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
 
 # Frozen teachers and tails are in eval mode on purpose (see SplitComputingMethod.freeze).
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
@@ -81,7 +91,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Returns the contents of `results.json`: settings, trainable parameters, wall time and metrics.
     """
-    return fit_and_test(cfg, *setup_run(cfg))
+    started = time.perf_counter()
+    datamodule, method, trainer = setup_run(cfg)
+    refuse_ddp_subprocesses_in_multirun(trainer)
+    results = fit_and_test(cfg, datamodule, method, trainer)
+    # The job's whole time (models, data and test included), for the sweep summary.
+    results["wall_seconds"] = time.perf_counter() - started
+    if trainer.is_global_zero:
+        write_results(cfg.paths.output_dir, results)
+    log_sweep_hparams(trainer, results)
+    return results
 
 
 def fit_and_test(
@@ -102,13 +121,22 @@ def fit_and_test(
         # The export callback already loaded the best weights into `method` at fit end.
         trainer.test(method, datamodule=datamodule)
         metrics.update(_scalars(trainer.callback_metrics))
+        if cfg.get("test_quantized"):
+            from hnd_lightning.evaluate import quantized_test_metrics  # the same path as `evaluate`
+
+            metrics.update(quantized_test_metrics(method, datamodule))
 
     results = {
+        "status": "ok",
         "method": method.method_name,
         "architecture": cfg.model.architecture,
         "bottleneck_channels": None if method.method_name == "original" else cfg.model.bottleneck_channels,
         "input_size": cfg.model.input_size,
         "num_classes": cfg.model.num_classes,
+        # bytes per image sent over the link (None for `original`, which sends no bottleneck)
+        "payload": None if method.method_name == "original" else bottleneck_payload(
+            cfg.model.architecture, cfg.model.bottleneck_channels, cfg.model.input_size
+        ),
         "trainable_parameters": count_parameters(method, trainable_only=True),
         "fit_seconds": fit_seconds,
         "epochs": trainer.current_epoch,
@@ -124,7 +152,30 @@ def fit_and_test(
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    results = train(cfg)
+    if cfg.get("pipeline"):
+        # Multi-stage experiments (experiment=quickstart, experiment=compare); see pipelines.py.
+        from hydra.core.hydra_config import HydraConfig
+
+        from hnd_lightning.pipelines import run_pipeline
+
+        run_pipeline(cfg, HydraConfig.get().overrides.task)
+        return None
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("skip_completed") and (done := completed_results(output_dir)) is not None:
+        log.info("Skipping %s: its results.json says status ok (skip_completed=true)", output_dir)
+        return done["metrics"].get("test/acc1")
+    started = time.perf_counter()
+    try:
+        results = train(cfg)
+    except Exception as error:
+        # Record the failure for the sweep summary; in a multirun, return so the other jobs still run
+        # (Hydra's basic sweeper would stop the sweep and skip the summary on a raised error).
+        if rank_zero_only.rank == 0:
+            write_results(output_dir, failed_results(cfg, error, time.perf_counter() - started))
+        if not in_multirun():
+            raise
+        log.exception("Job failed; recorded in %s and the sweep goes on", output_dir / RESULTS_FILE)
+        return None
     # Returned for Hydra sweepers that optimize a metric.
     return results["metrics"].get("test/acc1")
 

@@ -1,0 +1,115 @@
+"""The 8-bit link: round-trip error, shapes and dtypes, and accuracy of the quantized student on real images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CONFIG_DIR, compose_train_config, tiny_overrides
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
+from hnd_lightning.evaluate import evaluate
+from hnd_lightning.models.artifacts import load_split_artifacts
+from hnd_lightning.models.quantization import (
+    QuantizeDequantize,
+    dequantize,
+    quantize,
+    split_parts,
+    with_quantized_bottleneck,
+)
+from hnd_lightning.train import train
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.randn(5, 12, 29, 29) * 4,
+        lambda: torch.rand(3, 3, 7, 7) + 2.0,  # all positive: the range is stretched to include 0
+        lambda: -torch.rand(2, 6, 5, 5) * 1e-3,  # all negative and tiny
+        lambda: torch.zeros(2, 3, 4, 4),
+    ],
+)
+def test_round_trip_error_is_at_most_half_a_step_per_image(make):
+    x = make()
+    payload = quantize(x)
+    error = (payload.dequantize() - x).abs().flatten(1).amax(dim=1)
+    assert torch.all(error <= payload.scale / 2 * (1 + 1e-5) + 1e-7)
+    # zero is always exactly representable
+    assert torch.all(dequantize(payload.values, payload.scale, payload.zero_point)[x == 0] == 0)
+
+
+def test_shapes_and_dtypes_are_preserved_and_each_image_has_its_own_code():
+    x = torch.randn(4, 12, 29, 29)
+    x[1] *= 100  # one image with a wide range must not coarsen the others
+    payload = quantize(x)
+    assert payload.values.shape == x.shape and payload.values.dtype == torch.uint8
+    assert payload.scale.shape == (4,) and payload.scale.dtype == torch.float32
+    assert payload.zero_point.shape == (4,) and payload.zero_point.dtype == torch.uint8
+    assert payload.dequantize().shape == x.shape and payload.dequantize().dtype == torch.float32
+    assert payload.nbytes_per_image() == 12 * 29 * 29 + 5
+    alone = quantize(x[2:3])
+    assert torch.equal(alone.values[0], payload.values[2]) and torch.equal(alone.scale[0], payload.scale[2])
+    half = x.half()
+    assert QuantizeDequantize()(half).dtype == torch.float16 and QuantizeDequantize()(half).shape == x.shape
+
+
+def test_device_and_server_parts_compose_to_the_quantized_model(tmp_path):
+    from hnd_lightning.models import build_student, build_teacher
+
+    torch.manual_seed(0)
+    student, _ = build_student(build_teacher("densenet169", 3), "densenet169", 3, 32)
+    student.eval()
+    x = torch.randn(2, 3, 32, 32)
+    device, server = split_parts(student)
+    values, scale, zero_point = device(x)
+    assert values.dtype == torch.uint8 and values.shape == (2, 3, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(server(values, scale, zero_point), with_quantized_bottleneck(student)(x))
+        float_device, float_server = split_parts(student, quantized=False)
+        torch.testing.assert_close(float_server(float_device(x)), student(x))
+
+
+def _evaluate_config(artifacts: Path, data_root: Path, output_dir: Path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="evaluate",
+            overrides=[f"artifacts={artifacts}", f"data.root={data_root}", "data.num_workers=0",
+                       "data.persistent_workers=false", "data.eval_batch_size=4", "device=cpu"],
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def test_quantized_accuracy_on_real_images_from_train_and_from_evaluate(image_folder, tmp_path):
+    results = train(compose_train_config(tiny_overrides("densenet169", "hnd", image_folder, ["test_quantized=true"]), tmp_path / "run"))
+    written = json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]
+    assert {"test/acc1", "test/acc5", "test_q8/acc1", "test_q8/acc5"} <= set(written)
+    assert written["test_q8/acc1"] == results["metrics"]["test_q8/acc1"]
+    assert 0.0 <= written["test_q8/acc1"] <= written["test_q8/acc5"] <= 1.0
+
+    evaluation = evaluate(_evaluate_config(tmp_path / "run" / "artifacts", image_folder, tmp_path / "eval"))
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text()) == evaluation
+    # 3 classes x 2 real JPEGs in val/; recount the quantized top-1 by hand from the same pixels
+    assert evaluation["images"] == 6
+    model = load_split_artifacts(tmp_path / "run" / "artifacts").model()
+    from hnd_lightning.data import ImageFolderDataModule
+
+    datamodule = ImageFolderDataModule(image_folder, 3, 32, 32, holdout=1, num_workers=0, eval_batch_size=6)
+    datamodule.setup()
+    images, labels = next(iter(datamodule.test_dataloader()))
+    with torch.no_grad():
+        quantized_logits = with_quantized_bottleneck(model)(images)
+        float_logits = model(images)
+    correct = (quantized_logits.argmax(1) == labels).float().mean().item()
+    assert evaluation["metrics"]["test_q8/acc1"] == pytest.approx(correct)
+    assert evaluation["metrics"]["test/acc1"] == pytest.approx((float_logits.argmax(1) == labels).float().mean().item())
+    # the 8-bit link changes the logits, but only a little
+    difference = (quantized_logits - float_logits).abs().max().item()
+    assert 0 < difference < 0.1 * float_logits.abs().max().item()
+    assert evaluation["payload_bytes_per_image"] == {"float32": 4 * 3 * 5 * 5, "8bit": 3 * 5 * 5 + 5}
