@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from hnd_lightning.methods import SplitComputingMethod, count_parameters
+from hnd_lightning.methods import SplitComputingMethod, count_parameters, fused_method_config
 from hnd_lightning.models import build_teacher
 from hnd_lightning.sweep import (
     RESULTS_FILE,
@@ -54,8 +54,12 @@ def build_method(cfg: DictConfig) -> SplitComputingMethod:
         weights=model_cfg.teacher.weights,
         checkpoint=model_cfg.teacher.checkpoint,
     )
+    method_cfg = cfg.method
+    if OmegaConf.is_list(model_cfg.bottleneck_channels):
+        # `model.bottleneck_channels=[3,6,9,12]`: one fused HND run trains a student per size
+        method_cfg = fused_method_config(cfg.method)
     return instantiate(
-        cfg.method,
+        method_cfg,
         teacher=teacher,
         architecture=model_cfg.architecture,
         num_classes=model_cfg.num_classes,
@@ -130,7 +134,7 @@ def fit_and_test(
         "status": "ok",
         "method": method.method_name,
         "architecture": cfg.model.architecture,
-        "bottleneck_channels": None if method.method_name == "original" else cfg.model.bottleneck_channels,
+        "bottleneck_channels": None if method.method_name == "original" else OmegaConf.to_object(cfg.model).get("bottleneck_channels"),
         "input_size": cfg.model.input_size,
         "num_classes": cfg.model.num_classes,
         # bytes per image sent over the link (None for `original`, which sends no bottleneck)
@@ -144,6 +148,8 @@ def fit_and_test(
         "artifacts": str(output_dir / "artifacts"),
         "metrics": metrics,
     }
+    if hasattr(method, "student_summary"):  # fused HND: best epoch and val/acc1 of every student
+        results["students"] = method.student_summary()
     if trainer.is_global_zero:
         (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
         log.info("Results: %s", json.dumps(results["metrics"], indent=None))
