@@ -170,18 +170,20 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.check_layout()
         train_tf = train_transform(self.input_size, self.resize_size, self.mean, self.std)
         eval_tf = eval_transform(self.input_size, self.resize_size, self.mean, self.std)
+        self.train_set, self.val_set, self.test_set, self.classes = self.build_splits(train_tf, eval_tf)
+        log.info(
+            "Data %s: %d train, %d validation, %d test images, %d classes",
+            self.root, len(self.train_set), len(self.val_set), len(self.test_set), len(self.classes),
+        )
+
+    def build_splits(self, train_tf, eval_tf) -> tuple[Dataset, Dataset, Dataset, list[str]]:
+        """(train, validation, test, class names): train and a seeded hold-out of `train_dir`, `test_dir`."""
         # Two views of the same training images: augmented for training, plain for the hold-out.
         train_view = self._image_folder(self.train_dir, train_tf)
         holdout_view = self._image_folder(self.train_dir, eval_tf)
         train_indices, holdout_indices = stratified_holdout(train_view.targets, self.holdout, self.seed)
-        self.train_set = Subset(train_view, train_indices)
-        self.val_set = Subset(holdout_view, holdout_indices)
-        self.test_set = self._image_folder(self.test_dir, eval_tf)
-        self.classes = train_view.classes
-        log.info(
-            "Data %s: %d train, %d hold-out validation, %d test images, %d classes",
-            self.root, len(self.train_set), len(self.val_set), len(self.test_set), len(self.classes),
-        )
+        test_set = self._image_folder(self.test_dir, eval_tf)
+        return Subset(train_view, train_indices), Subset(holdout_view, holdout_indices), test_set, train_view.classes
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
         return DataLoader(
