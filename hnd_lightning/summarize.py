@@ -1,0 +1,34 @@
+"""Write the summary of a sweep again: `python -m hnd_lightning.summarize SWEEP_DIR`.
+
+Reads every job's results.json under SWEEP_DIR (the `hydra.sweep.dir` of a multirun) and writes
+summary.csv, summary.md and summary.png there, as the sweep's Hydra callback does when it ends.
+Exits with status 1 when a job failed or has no results yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hnd_lightning.sweep import unfinished, write_summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hnd_lightning.summarize", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", help="the sweep directory, e.g. outputs/multiruns/2026-01-01/12-00-00")
+    args = parser.parse_args(argv)
+    try:
+        summary = write_summary(args.sweep_dir)
+    except FileNotFoundError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(summary["markdown"].read_text())
+    print(f"Wrote {summary['csv']}, {summary['markdown']} and {summary['plot']}")
+    failed = unfinished(summary["rows"])
+    if failed:
+        print(f"{len(failed)} of {len(summary['rows'])} jobs did not finish: {', '.join(r['job'] for r in failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Hydra multirun sweeps: the summary table and plot, failed jobs, re-runs and TensorBoard hparams."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import compose_train_config, tiny_overrides
+from PIL import Image
+
+from hnd_lightning import summarize
+from hnd_lightning.sweep import SUMMARY_CSV, SUMMARY_MD, SUMMARY_PNG, bottleneck_payload, write_summary
+from hnd_lightning.train import train
+
+
+def run_sweep(sweep_dir: Path, data_root: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`python -m hnd_lightning.train -m ...` of tiny densenet169 runs into `sweep_dir`."""
+    tiny = [o for o in tiny_overrides("densenet169", "hnd", data_root) if not o.startswith("model.bottleneck_channels")]
+    command = [
+        sys.executable, "-m", "hnd_lightning.train", "-m", *tiny, *overrides,
+        f"paths.output_root={sweep_dir.parent}", f"hydra.sweep.dir={sweep_dir}",
+    ]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(command, cwd=sweep_dir.parent, env=env, capture_output=True, text=True, timeout=600)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_sweep_over_bottleneck_sizes_writes_table_and_plot(image_folder, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_sweep(sweep_dir, image_folder, "model.bottleneck_channels=3,6,9")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    rows = read_csv(sweep_dir / SUMMARY_CSV)
+    assert [row["job"] for row in rows] == ["0_densenet169_hnd_b3", "1_densenet169_hnd_b6", "2_densenet169_hnd_b9"]
+    assert all(row["status"] == "ok" and row["model"] == "densenet169" and row["method"] == "hnd" for row in rows)
+    # input 32: the bottleneck is B x 5 x 5, the uint8 image 3 x 32 x 32 = 3072 bytes
+    assert [int(row["payload_bytes_float32"]) for row in rows] == [4 * 25 * b for b in (3, 6, 9)]
+    assert [int(row["payload_bytes_uint8"]) for row in rows] == [25 * b for b in (3, 6, 9)]
+    assert float(rows[0]["payload_percent_of_input"]) == pytest.approx(100 * 75 / 3072)
+    for row in rows:
+        assert 0.0 <= float(row["test_acc1"]) <= 1.0 and 0.0 <= float(row["test_acc5"]) <= 1.0
+        assert int(row["trainable_parameters"]) > 0 and float(row["wall_seconds"]) > 0
+    # each job's results.json carries what the table shows
+    written = json.loads((sweep_dir / "1_densenet169_hnd_b6" / "results.json").read_text())
+    assert written["status"] == "ok" and written["payload"]["bottleneck_shape"] == [6, 5, 5]
+    assert written["metrics"]["test/acc1"] == pytest.approx(float(rows[1]["test_acc1"]))
+
+    markdown = (sweep_dir / SUMMARY_MD).read_text().splitlines()
+    assert sum(line.startswith("| 0_") or line.startswith("| 1_") or line.startswith("| 2_") for line in markdown) == 3
+    with Image.open(sweep_dir / SUMMARY_PNG) as image:
+        assert image.format == "PNG" and image.width > 300
+
+    # the standalone command writes the same table again
+    (sweep_dir / SUMMARY_CSV).unlink()
+    assert summarize.main([str(sweep_dir)]) == 0
+    assert read_csv(sweep_dir / SUMMARY_CSV) == rows
+
+
+def test_failed_job_is_reported_and_a_rerun_fills_in_only_unfinished_jobs(image_folder, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_sweep(sweep_dir, image_folder, "model.bottleneck_channels=3,0")
+    # the failure neither stops the sweep nor the summary, but the sweep exits non-zero
+    assert result.returncode == 1
+    rows = {row["job"]: row for row in read_csv(sweep_dir / SUMMARY_CSV)}
+    assert rows["0_densenet169_hnd_b3"]["status"] == "ok"
+    failed = rows["1_densenet169_hnd_b0"]
+    assert failed["status"] == "failed" and failed["test_acc1"] == ""
+    assert "bottleneck_channels must be a positive integer" in failed["error"]
+    assert "| failed |" in (sweep_dir / SUMMARY_MD).read_text()
+    assert (sweep_dir / SUMMARY_PNG).is_file()
+
+    finished = sweep_dir / "0_densenet169_hnd_b3" / "results.json"
+    failed_results = sweep_dir / "1_densenet169_hnd_b0" / "results.json"
+    finished_before, failed_before = finished.read_text(), failed_results.read_text()
+    rerun = run_sweep(sweep_dir, image_folder, "model.bottleneck_channels=3,0", "skip_completed=true")
+    assert rerun.returncode == 1
+    assert "Skipping" in rerun.stderr + rerun.stdout
+    assert finished.read_text() == finished_before  # not trained again
+    assert failed_results.read_text() != failed_before  # tried again (new wall time)
+    assert json.loads(failed_results.read_text())["status"] == "failed"
+
+
+def _write_job(sweep_dir: Path, name: str, results: dict | None, config: dict | None = None) -> None:
+    job = sweep_dir / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text(json.dumps(config or {}))  # JSON is valid YAML
+    if results is not None:
+        (job / "results.json").write_text(json.dumps(results))
+
+
+def test_summary_shows_quantized_accuracy_and_missing_jobs_without_training(tmp_path):
+    payload = bottleneck_payload("densenet169", 3, 224)
+    assert payload["bottleneck_shape"] == [3, 29, 29] and payload["bytes_uint8"] == 2523
+    assert payload["percent_of_input"] == pytest.approx(1.68, abs=0.01)  # the papers' figure
+    assert bottleneck_payload("inception_v3", 3, 299)["percent_of_input"] == pytest.approx(1.53, abs=0.01)
+    assert bottleneck_payload("densenet169", 0, 224) is None
+
+    metrics = {"test/acc1": 0.7, "test/acc5": 0.9, "best/val/acc1": 0.72, "test_q8/acc1": 0.69, "test_q8/acc5": 0.89}
+    common = {"architecture": "densenet169", "input_size": 224, "trainable_parameters": 10, "wall_seconds": 5.0}
+    _write_job(tmp_path, "0_a", {**common, "status": "ok", "method": "hnd", "bottleneck_channels": 3, "payload": payload, "metrics": metrics})
+    _write_job(tmp_path, "1_b", {**common, "status": "ok", "method": "original", "bottleneck_channels": None, "payload": None,
+                                 "metrics": {"test/acc1": 0.75, "test/acc5": 0.92}})
+    # a job killed before it wrote results.json: the row comes from its Hydra config
+    _write_job(tmp_path, "2_c", None, {"model": {"architecture": "densenet169", "bottleneck_channels": 6, "input_size": 224}})
+
+    summary = write_summary(tmp_path)
+    rows = {row["job"]: row for row in summary["rows"]}
+    assert rows["0_a"]["test_q8_acc1"] == 0.69 and rows["0_a"]["best_val_acc1"] == 0.72
+    assert rows["1_b"]["payload_bytes_float32"] is None and rows["1_b"]["status"] == "ok"
+    assert rows["2_c"]["status"] == "missing" and rows["2_c"]["payload_bytes_uint8"] == 5046
+    header = read_csv(summary["csv"])[0].keys()
+    assert {"test_q8_acc1", "test_q8_acc5"} <= set(header)
+    assert "| 69.00 |" in summary["markdown"].read_text()
+    assert summarize.main([str(tmp_path)]) == 1  # a missing job is not a finished sweep
+    assert summarize.main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_tensorboard_hparams_hold_the_settings_and_final_metrics(image_folder, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    overrides = [o for o in tiny_overrides("densenet169", "hnd", image_folder) if o != "debug=fast_dev_run"] + [
+        "trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1", "data.num_workers=0", "data.persistent_workers=false", "callbacks.model_checkpoint=null",
+    ]
+    results = train(compose_train_config(overrides, tmp_path))
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    content = events.PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["bottleneck_channels"].number_value == 3
+    assert session.hparams["method"].string_value == "hnd"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert "final/test/acc1" in {info.name.tag for info in experiment.metric_infos}
+    logged = events.Scalars("final/test/acc1")[-1].value
+    assert logged == pytest.approx(results["metrics"]["test/acc1"])
