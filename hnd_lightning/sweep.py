@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import yaml
 from hydra.experimental.callback import Callback
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,15 @@ COLUMNS = [
 # Written by `test_quantized=true` runs; a column appears when any job has it.
 QUANTIZED_COLUMNS = {"test_q8_acc1": "test_q8/acc1", "test_q8_acc5": "test_q8/acc5"}
 ACCURACY_COLUMNS = {"best_val_acc1", "test_acc1", "test_acc5", *QUANTIZED_COLUMNS}
+
+
+def _dirname_part(value: Any) -> str:
+    """`3` -> "3", `[3, 6, 9]` (a fused run) -> "3-6-9": run directory names without spaces or brackets."""
+    return "-".join(str(item) for item in value) if isinstance(value, (list, tuple, ListConfig)) else str(value)
+
+
+# conf/hydra/default.yaml names each job's run directory with it (imported before Hydra resolves the names).
+OmegaConf.register_new_resolver("hnd_dirname", _dirname_part, replace=True)
 
 
 def bottleneck_payload(architecture: str, bottleneck_channels: Any, input_size: int) -> dict[str, Any] | None:
@@ -219,8 +228,12 @@ def _job_settings(job_dir: Path) -> dict[str, Any]:
     }
 
 
-def read_job(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
-    """One summary row from a run directory's results.json (or, without one, its Hydra config)."""
+def read_job(job_dir: Path, sweep_dir: Path) -> list[dict[str, Any]]:
+    """Summary rows of a run directory's results.json (or, without one, its Hydra config).
+
+    One row per job; a fused HND run (`model.bottleneck_channels=[3,6,9]`) gives one row per student,
+    named `<job>/b<B>`, with that student's payload and metrics (`test/b<B>/acc1`, ...).
+    """
     results_path = job_dir / RESULTS_FILE
     try:
         results = json.loads(results_path.read_text())
@@ -255,7 +268,31 @@ def read_job(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     for column, key in QUANTIZED_COLUMNS.items():
         if key in metrics:
             row[column] = metrics[key]
-    return row
+    students = results.get("students")
+    if not isinstance(students, dict) or not students:
+        return [row]
+    rows = []
+    for name, student in students.items():
+        size = student.get("bottleneck_channels")
+        payload = bottleneck_payload(results["architecture"], size, results["input_size"]) or {}
+        student_row = {
+            **row,
+            "job": f"{row['job']}/{name}",
+            "bottleneck_channels": size,
+            "payload_bytes_float32": payload.get("bytes_float32"),
+            "payload_bytes_uint8": payload.get("bytes_uint8"),
+            "payload_percent_of_input": payload.get("percent_of_input"),
+            "best_val_acc1": student.get("best_val_acc1"),
+            "test_acc1": metrics.get(f"test/{name}/acc1"),
+            "test_acc5": metrics.get(f"test/{name}/acc5"),
+        }
+        for column, key in QUANTIZED_COLUMNS.items():
+            prefix, metric = key.split("/")
+            student_row.pop(column, None)
+            if f"{prefix}/{name}/{metric}" in metrics:
+                student_row[column] = metrics[f"{prefix}/{name}/{metric}"]
+        rows.append(student_row)
+    return rows
 
 
 def _positive_int(value: Any) -> bool:
@@ -265,7 +302,7 @@ def _positive_int(value: Any) -> bool:
 def collect_rows(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     """(rows, columns) of every job under `sweep_dir`; the quantized columns only when present."""
     sweep_dir = Path(sweep_dir)
-    rows = [read_job(job_dir, sweep_dir) for job_dir in job_directories(sweep_dir)]
+    rows = [row for job_dir in job_directories(sweep_dir) for row in read_job(job_dir, sweep_dir)]
     columns = list(COLUMNS)
     for column in QUANTIZED_COLUMNS:
         if any(column in row for row in rows):
@@ -393,11 +430,11 @@ class SweepSummary(Callback):
         if rank_zero_only.rank != 0:  # a multirun started on every rank (torchrun) summarizes once
             return
         summary = write_summary(config.hydra.sweep.dir)
-        log.info("Sweep summary (%d jobs): %s", len(summary["rows"]), summary["markdown"])
+        log.info("Sweep summary (%d rows): %s", len(summary["rows"]), summary["markdown"])
         log.info("\n%s", summary["markdown"].read_text())
         failed = unfinished(summary["rows"])
         if failed:
-            log.error("%d of %d jobs did not finish: %s", len(failed), len(summary["rows"]), ", ".join(r["job"] for r in failed))
+            log.error("%d of %d rows did not finish: %s", len(failed), len(summary["rows"]), ", ".join(r["job"] for r in failed))
             log.error("Re-run only those with the same command plus hydra.sweep.dir=%s skip_completed=true", config.hydra.sweep.dir)
             if self.fail_on_error:
                 # SystemExit passes through Hydra's callback guard (which only warns on exceptions).

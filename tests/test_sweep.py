@@ -112,8 +112,17 @@ def test_summary_shows_quantized_accuracy_and_missing_jobs_without_training(tmp_
     # a job killed before it wrote results.json: the row comes from its Hydra config
     _write_job(tmp_path, "2_c", None, {"model": {"architecture": "densenet169", "bottleneck_channels": 6, "input_size": 224}})
 
+    # a fused HND run (model.bottleneck_channels=[3,6]) is one job with a row per student
+    fused_metrics = {"test/acc1": 0.5, "test/b3/acc1": 0.5, "test/b3/acc5": 0.8, "test/b6/acc1": 0.6, "test/b6/acc5": 0.9}
+    students = {"b3": {"bottleneck_channels": 3, "best_val_acc1": 0.4}, "b6": {"bottleneck_channels": 6, "best_val_acc1": 0.55}}
+    _write_job(tmp_path, "3_d", {**common, "status": "ok", "method": "hnd", "bottleneck_channels": [3, 6], "payload": None,
+                                 "students": students, "metrics": fused_metrics})
+
     summary = write_summary(tmp_path)
     rows = {row["job"]: row for row in summary["rows"]}
+    assert list(rows) == ["0_a", "1_b", "2_c", "3_d/b3", "3_d/b6"]
+    assert (rows["3_d/b6"]["bottleneck_channels"], rows["3_d/b6"]["payload_bytes_uint8"]) == (6, 5046)
+    assert (rows["3_d/b6"]["test_acc1"], rows["3_d/b6"]["best_val_acc1"]) == (0.6, 0.55)
     assert rows["0_a"]["test_q8_acc1"] == 0.69 and rows["0_a"]["best_val_acc1"] == 0.72
     assert rows["1_b"]["payload_bytes_float32"] is None and rows["1_b"]["status"] == "ok"
     assert rows["2_c"]["status"] == "missing" and rows["2_c"]["payload_bytes_uint8"] == 5046

@@ -45,6 +45,12 @@ class SplitArtifactExport(pl.Callback):
             checkpoint = torch.load(best_path, map_location=pl_module.device, weights_only=True)
             pl_module.load_state_dict(checkpoint["state_dict"])
             log.info("Exporting the best checkpoint %s", best_path)
+        elif best_path:
+            # Under DDP every rank loads the best weights before testing, so all must see the file.
+            log.warning(
+                "Best checkpoint %s not found on rank %d (run directories must be on a filesystem shared by "
+                "all nodes); exporting the final weights", best_path, trainer.global_rank,
+            )
         else:
             log.info("No best checkpoint (checkpointing off); exporting the final weights")
         self._export(trainer, pl_module)
