@@ -1,6 +1,15 @@
 """Models: the paper architectures, teachers cut at their split point, and the split student."""
 
 from hnd_lightning.models.architectures import ARCHITECTURES, Architecture, get_architecture
+from hnd_lightning.models.quantization import (
+    DevicePart,
+    QuantizedTensor,
+    ServerPart,
+    dequantize,
+    quantize,
+    split_parts,
+    with_quantized_bottleneck,
+)
 from hnd_lightning.models.split import (
     SplitModel,
     build_decoder,
@@ -20,6 +29,9 @@ from hnd_lightning.models.teacher import (
 __all__ = [
     "ARCHITECTURES",
     "Architecture",
+    "DevicePart",
+    "QuantizedTensor",
+    "ServerPart",
     "SplitModel",
     "TeacherPart",
     "TeacherWeightsUnavailable",
@@ -27,9 +39,13 @@ __all__ = [
     "build_encoder",
     "build_student",
     "build_teacher",
+    "dequantize",
     "get_architecture",
     "load_teacher_checkpoint",
     "output_shape",
+    "quantize",
+    "split_parts",
     "split_teacher",
     "validate_bottleneck_channels",
+    "with_quantized_bottleneck",
 ]
