@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 import hydra
 import numpy as np
+from hydra.utils import instantiate
 import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
@@ -187,18 +188,24 @@ def _real_images(cfg: DictConfig, input_size: int, resize_size: int) -> tuple[li
     root = cfg.data.get("root")
     if not root:
         return None
-    folder = Path(root).expanduser() / cfg.data.get("test_dir", "val")
+    instantiate(cfg.data).prepare_data()  # e.g. the bundled dataset writes its image files here
+    # ImageFolder layouts: the test images; other layouts (Caltech-101): any image under the root
+    folder = Path(root).expanduser() / cfg.data.get("test_dir", "")
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"data.root={root!r} has no {folder.name}/ folder to take real images from. Set data.root to an "
-            f"ImageFolder root (with data.test_dir inside), or leave it unset to use a generated image."
+            f"{str(folder)!r} does not exist: no real images to measure JPEG sizes on. Set data.root to the "
+            f"dataset root, or leave it unset to use a generated image."
         )
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: cfg.payload.num_images]
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = files[:: max(1, len(files) // cfg.payload.num_images)][: cfg.payload.num_images]  # spread over classes
     if not files:
         raise FileNotFoundError(f"No images ({', '.join(IMAGE_SUFFIXES)}) under {str(folder)!r}.")
     # the evaluation preprocessing without normalization: what the camera image becomes before the model
     crop = transforms.Compose([transforms.Resize(resize_size), transforms.CenterCrop(input_size)])
-    images = [crop(Image.open(path).convert("RGB")) for path in files]
+    images = []
+    for path in files:
+        with Image.open(path) as image:
+            images.append(crop(image.convert("RGB")))
     return images, f"{len(images)} real images from {folder}, resized to {resize_size} and center-cropped to {input_size}"
 
 

@@ -95,6 +95,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metadata = artifacts.metadata
     device = resolve_device(cfg.device)
     datamodule = instantiate(data_config_from_artifacts(cfg.data, metadata))
+    datamodule.prepare_data()  # e.g. the bundled dataset writes its image files here
     datamodule.setup("test")
     loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
     model = artifacts.model().to(device)
