@@ -72,27 +72,28 @@ OmegaConf.register_new_resolver("hnd_dirname", _dirname_part, replace=True)
 def bottleneck_payload(architecture: str, bottleneck_channels: Any, input_size: int) -> dict[str, Any] | None:
     """Bytes per image that the device sends: the encoder output of one `input_size`^2 RGB image.
 
-    None when `bottleneck_channels` is not a positive integer (e.g. `method=original`, which sends no
-    bottleneck).
     Returns the bottleneck tensor's shape (B, h, w), its size at float32 (4 bytes a value) and 8-bit
-    (1 byte a value; the per-tensor scale and zero point add a constant 8 bytes, left out), the
-    uint8 input image's size (3 x H x W bytes) and the 8-bit payload as a percentage of it (the
-    papers' figure: 1.68 % at B = 3, 224 x 224).
+    (1 byte a value plus the per-image scale and zero point of `models.quantization`), the uint8
+    input image's size (3 x H x W bytes) and the 8-bit payload as a percentage of it (the papers'
+    figure: 1.68 % at B = 3, 224 x 224). None when `bottleneck_channels` is not a positive integer (e.g.
+    `method=original`, which sends no bottleneck, or a fused run's list of sizes).
     """
     from hnd_lightning.models import build_encoder, get_architecture, output_shape
+    from hnd_lightning.models.quantization import QUANTIZATION_HEADER_BYTES
 
     if not _positive_int(bottleneck_channels):
         return None
     encoder = build_encoder(get_architecture(architecture), bottleneck_channels)
     shape = output_shape(encoder, (1, 3, input_size, input_size))[1:]
     elements = math.prod(shape)
+    bytes_uint8 = elements + QUANTIZATION_HEADER_BYTES
     input_bytes = 3 * input_size * input_size
     return {
         "bottleneck_shape": list(shape),
         "bytes_float32": 4 * elements,
-        "bytes_uint8": elements,
+        "bytes_uint8": bytes_uint8,
         "input_bytes_uint8": input_bytes,
-        "percent_of_input": 100.0 * elements / input_bytes,
+        "percent_of_input": 100.0 * bytes_uint8 / input_bytes,
     }
 
 

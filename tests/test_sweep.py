@@ -42,10 +42,11 @@ def test_sweep_over_bottleneck_sizes_writes_table_and_plot(image_folder, tmp_pat
     rows = read_csv(sweep_dir / SUMMARY_CSV)
     assert [row["job"] for row in rows] == ["0_densenet169_hnd_b3", "1_densenet169_hnd_b6", "2_densenet169_hnd_b9"]
     assert all(row["status"] == "ok" and row["model"] == "densenet169" and row["method"] == "hnd" for row in rows)
-    # input 32: the bottleneck is B x 5 x 5, the uint8 image 3 x 32 x 32 = 3072 bytes
+    # input 32: the bottleneck is B x 5 x 5, the uint8 image 3 x 32 x 32 = 3072 bytes; 8-bit adds a
+    # float32 scale and a uint8 zero point per image
     assert [int(row["payload_bytes_float32"]) for row in rows] == [4 * 25 * b for b in (3, 6, 9)]
-    assert [int(row["payload_bytes_uint8"]) for row in rows] == [25 * b for b in (3, 6, 9)]
-    assert float(rows[0]["payload_percent_of_input"]) == pytest.approx(100 * 75 / 3072)
+    assert [int(row["payload_bytes_uint8"]) for row in rows] == [25 * b + 5 for b in (3, 6, 9)]
+    assert float(rows[0]["payload_percent_of_input"]) == pytest.approx(100 * 80 / 3072)
     for row in rows:
         assert 0.0 <= float(row["test_acc1"]) <= 1.0 and 0.0 <= float(row["test_acc5"]) <= 1.0
         assert int(row["trainable_parameters"]) > 0 and float(row["wall_seconds"]) > 0
@@ -99,7 +100,7 @@ def _write_job(sweep_dir: Path, name: str, results: dict | None, config: dict | 
 
 def test_summary_shows_quantized_accuracy_and_missing_jobs_without_training(tmp_path):
     payload = bottleneck_payload("densenet169", 3, 224)
-    assert payload["bottleneck_shape"] == [3, 29, 29] and payload["bytes_uint8"] == 2523
+    assert payload["bottleneck_shape"] == [3, 29, 29] and payload["bytes_uint8"] == 2523 + 5
     assert payload["percent_of_input"] == pytest.approx(1.68, abs=0.01)  # the papers' figure
     assert bottleneck_payload("inception_v3", 3, 299)["percent_of_input"] == pytest.approx(1.53, abs=0.01)
     assert bottleneck_payload("densenet169", 0, 224) is None
@@ -121,11 +122,11 @@ def test_summary_shows_quantized_accuracy_and_missing_jobs_without_training(tmp_
     summary = write_summary(tmp_path)
     rows = {row["job"]: row for row in summary["rows"]}
     assert list(rows) == ["0_a", "1_b", "2_c", "3_d/b3", "3_d/b6"]
-    assert (rows["3_d/b6"]["bottleneck_channels"], rows["3_d/b6"]["payload_bytes_uint8"]) == (6, 5046)
+    assert (rows["3_d/b6"]["bottleneck_channels"], rows["3_d/b6"]["payload_bytes_uint8"]) == (6, 5046 + 5)
     assert (rows["3_d/b6"]["test_acc1"], rows["3_d/b6"]["best_val_acc1"]) == (0.6, 0.55)
     assert rows["0_a"]["test_q8_acc1"] == 0.69 and rows["0_a"]["best_val_acc1"] == 0.72
     assert rows["1_b"]["payload_bytes_float32"] is None and rows["1_b"]["status"] == "ok"
-    assert rows["2_c"]["status"] == "missing" and rows["2_c"]["payload_bytes_uint8"] == 5046
+    assert rows["2_c"]["status"] == "missing" and rows["2_c"]["payload_bytes_uint8"] == 5046 + 5
     header = read_csv(summary["csv"])[0].keys()
     assert {"test_q8_acc1", "test_q8_acc5"} <= set(header)
     assert "| 69.00 |" in summary["markdown"].read_text()
