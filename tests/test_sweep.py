@@ -36,7 +36,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_sweep_over_bottleneck_sizes_writes_table_and_plot(image_folder, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = run_sweep(sweep_dir, image_folder, "model.bottleneck_channels=3,6,9")
+    result = run_sweep(sweep_dir, image_folder, "model.bottleneck_channels=3,6,9", "test_quantized=true")
     assert result.returncode == 0, result.stderr[-3000:]
 
     rows = read_csv(sweep_dir / SUMMARY_CSV)
@@ -49,6 +49,7 @@ def test_sweep_over_bottleneck_sizes_writes_table_and_plot(image_folder, tmp_pat
     assert float(rows[0]["payload_percent_of_input"]) == pytest.approx(100 * 80 / 3072)
     for row in rows:
         assert 0.0 <= float(row["test_acc1"]) <= 1.0 and 0.0 <= float(row["test_acc5"]) <= 1.0
+        assert 0.0 <= float(row["test_q8_acc1"]) <= 1.0  # quantized accuracy, asked for with test_quantized
         assert int(row["trainable_parameters"]) > 0 and float(row["wall_seconds"]) > 0
     # each job's results.json carries what the table shows
     written = json.loads((sweep_dir / "1_densenet169_hnd_b6" / "results.json").read_text())
