@@ -481,7 +481,7 @@ def format_analysis(analysis: dict[str, Any]) -> str:
 
 
 def plot_latency(analysis: dict[str, Any], path: Path) -> Path:
-    """PNG of end-to-end latency against link bandwidth, one line per strategy (log-log axes)."""
+    """PNG of end-to-end latency against link bandwidth (log axis), one line per strategy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -494,7 +494,9 @@ def plot_latency(analysis: dict[str, Any], path: Path) -> Path:
         axes.plot(bandwidths, [row["latency_ms"][key] for row in rows], marker="o", label=label)
     model = analysis["model"]
     axes.set_xscale("log")
-    axes.set_yscale("log")
+    axes.set_xticks(bandwidths, [f"{bandwidth:g}" for bandwidth in bandwidths])
+    axes.minorticks_off()
+    axes.set_ylim(bottom=0)
     axes.set_xlabel("link bandwidth (Mbit/s)")
     axes.set_ylabel("end-to-end latency per image (ms)")
     axes.set_title(f"{model['architecture']}, B = {model['bottleneck_channels']}, input {model['input_size']}")
