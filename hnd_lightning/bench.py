@@ -1,6 +1,8 @@
 """Benchmark every method on one batch: `python -m hnd_lightning.bench model=densenet169 batch=8`.
 
-In one process, after `warmup` untimed steps, times `repeats` steps of:
+In one process, builds every subject below once, then `rounds` times gives each a turn of `warmup`
+untimed and `repeats` timed steps on the same batch (interleaved, so a busy spell of a shared machine
+slows every subject alike); medians and spread are over all timed steps. The subjects:
 
 - `train`: one optimizer step of each method (original, naive, KD, HND) through the real Lightning
   path: its LightningModule (`training_step`, `configure_optimizers`) run by a Lightning `Trainer`;
@@ -11,10 +13,11 @@ In one process, after `warmup` untimed steps, times `repeats` steps of:
 - `infer`: the student at inference, part by part: `device` (encoder: image -> bottleneck tensor),
   `server` (decoder + tail: bottleneck tensor -> logits) and `student` (the whole split model).
 
-Peak memory (`peak_memory_mb`): on CUDA, `torch.cuda.max_memory_allocated` over the phase (models
-included). On the CPU, the bytes of the phase's parameters and buffers plus the growth of this
-process's peak resident set size (VmHWM, reset per phase through /proc/self/clear_refs) over its
-resident size right before the phase's steps: weights + activations + gradients + optimizer state.
+Peak memory (`peak_memory_mb`, the largest over a subject's turns): the bytes of the subject's own
+parameters and buffers plus the peak growth during its turn (optimizer state, gradients, activations)
+over the memory in use right before it. Growth is measured on CUDA by `torch.cuda.max_memory_allocated`
+and on the CPU by this process's peak resident set size (VmHWM, reset before each turn through
+/proc/self/clear_refs, after handing freed heap back with malloc_trim); None where neither works.
 
 Prints the settings and a table; `output=PATH` also writes JSON: {"settings": {...}, "results":
 [{"method", "phase", "part", "images_per_s", "peak_memory_mb", ...}], "ratios": {...}}.
@@ -35,6 +38,7 @@ import sys
 import time
 import warnings
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -48,7 +52,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from hnd_lightning.methods import SplitComputingMethod
-from hnd_lightning.models import build_student, build_teacher
+from hnd_lightning.models import SplitModel, build_student, build_teacher
 from hnd_lightning.train import build_method
 
 log = logging.getLogger(__name__)
@@ -93,6 +97,7 @@ def collect_settings(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         "input_size": cfg.model.input_size,
         "num_classes": cfg.model.num_classes,
         "memory_format": "channels_last" if cfg.channels_last else "contiguous",
+        "rounds": cfg.rounds,
         "warmup": cfg.warmup,
         "repeats": cfg.repeats,
         "memory_measured": bool(cfg.memory),
@@ -147,25 +152,24 @@ class PeakMemory:
     def start(self, modules: list[nn.Module]) -> None:
         if not self.enabled:
             return
+        self._model_bytes = sum(_tensor_bytes(module) for module in modules)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-            self._model_bytes = 0
-            self._baseline_kib = 0
+            self._baseline_bytes = torch.cuda.memory_allocated(self.device)
         else:
-            self._model_bytes = sum(_tensor_bytes(module) for module in modules)
             self.enabled = _reset_cpu_peak()
-            self._baseline_kib = _proc_status_kib("VmRSS") or 0
+            self._baseline_bytes = (_proc_status_kib("VmRSS") or 0) * 1024
 
     def stop(self) -> float | None:
         if not self.enabled:
             return None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+            peak_bytes = torch.cuda.max_memory_allocated(self.device)
         else:
-            growth_kib = max((_proc_status_kib("VmHWM") or 0) - self._baseline_kib, 0)
-            self.peak_mb = (self._model_bytes + growth_kib * 1024) / 2**20
+            peak_bytes = (_proc_status_kib("VmHWM") or 0) * 1024
+        self.peak_mb = (self._model_bytes + max(peak_bytes - self._baseline_bytes, 0)) / 2**20
         return self.peak_mb
 
 
@@ -252,11 +256,15 @@ def _prepare(module: nn.Module, cfg: DictConfig, device: torch.device) -> nn.Mod
     return module.to(memory_format=torch.channels_last) if cfg.channels_last else module
 
 
+def _timed(ends: list[float], warmup: int) -> list[float]:
+    # The first `warmup` steps are untimed; each timed step runs from the previous step's end to its own.
+    return [ends[k] - ends[k - 1] for k in range(warmup, len(ends))]
+
+
 def time_lightning_step(
     method: SplitComputingMethod, cfg: DictConfig, device: torch.device, batch: tuple[torch.Tensor, torch.Tensor]
 ) -> list[float]:
     """Seconds per optimizer step of `method` run by a Lightning Trainer, for the `repeats` timed steps."""
-    steps = cfg.warmup + cfg.repeats + 1
     timer = StepTimer(device)
     with _quiet_lightning(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*(no `val_dataloader`|LeafSpec|does not have many workers).*")
@@ -273,9 +281,8 @@ def time_lightning_step(
             enable_model_summary=False,
             callbacks=[timer],
         )
-        trainer.fit(method, train_dataloaders=_loader(*batch, steps))
-    ends = timer.ends
-    return [ends[k] - ends[k - 1] for k in range(cfg.warmup + 1, len(ends))]
+        trainer.fit(method, train_dataloaders=_loader(*batch, cfg.warmup + cfg.repeats))
+    return _timed(timer.ends, cfg.warmup)
 
 
 def plain_hnd_step(
@@ -295,14 +302,14 @@ def plain_hnd_step(
     return step
 
 
-def time_loop(step: Callable[[torch.Tensor], Any], loader: DataLoader, device: torch.device, warmup: int) -> list[float]:
-    """Seconds of each iteration of `for images, labels in loader: step(images)`, after `warmup` iterations."""
+def time_loop(step: Callable[[torch.Tensor], Any], cfg: DictConfig, device: torch.device, batch) -> list[float]:
+    """Seconds of each iteration of `for images, labels in loader: step(images)` over the same batch."""
     ends = []
-    for images, _ in loader:
+    for images, _ in _loader(*batch, cfg.warmup + cfg.repeats):
         step(images.to(device, non_blocking=True))
         _synchronize(device)
         ends.append(time.perf_counter())
-    return [ends[k] - ends[k - 1] for k in range(warmup + 1, len(ends))]
+    return _timed(ends, cfg.warmup)
 
 
 def _autocast(cfg: DictConfig, device: torch.device) -> Callable[[], Any]:
@@ -317,67 +324,80 @@ def _method_cfg(cfg: DictConfig, name: str) -> DictConfig:
     return OmegaConf.create({"model": OmegaConf.to_container(cfg.model, resolve=True), "method": cfg.methods[name]})
 
 
-# --------------------------------------------------------------------------------------- phases
-def bench_train(cfg: DictConfig, name: str, device: torch.device, batch, memory: bool) -> dict[str, Any]:
-    torch.manual_seed(cfg.seed)
-    method = _prepare(build_method(_method_cfg(cfg, name)), cfg, device)
-    meter = PeakMemory(device, memory)
-    meter.start([method])
-    seconds = time_lightning_step(method, cfg, device, batch)
-    record = summarize(name, "train", None, cfg.batch, seconds, meter.stop())
-    del method
-    return record
+# --------------------------------------------------------------------------------------- subjects
+@dataclass
+class Subject:
+    """One measured thing: `run()` times one turn of it; its records gather every round's steps."""
+
+    method: str
+    phase: str
+    part: str | None
+    modules: list[nn.Module]  # whose weights count toward its peak memory
+    run: Callable[[], list[float]]
+    seconds: list[float] = field(default_factory=list)
+    peak_mb: float | None = None
 
 
-def bench_plain_hnd(cfg: DictConfig, device: torch.device, batch, memory: bool) -> dict[str, Any]:
-    torch.manual_seed(cfg.seed)
+def _student_and_teacher_head(cfg: DictConfig, device: torch.device) -> tuple[SplitModel, nn.Module]:
     model_cfg = cfg.model
     teacher = build_teacher(model_cfg.architecture, model_cfg.num_classes, weights=model_cfg.teacher.weights,
                             checkpoint=model_cfg.teacher.checkpoint)
     student, teacher_head = build_student(teacher, model_cfg.architecture, model_cfg.bottleneck_channels, model_cfg.input_size)
-    del teacher, student.tail  # a plain HND loop needs only the two heads
-    teacher_head = _prepare(teacher_head.requires_grad_(False).eval(), cfg, device)
-    head = _prepare(student.head.train(), cfg, device)
+    return _prepare(student, cfg, device), _prepare(teacher_head.requires_grad_(False).eval(), cfg, device)
+
+
+def train_subject(cfg: DictConfig, name: str, device: torch.device, batch) -> Subject:
+    """A method's optimizer step through its LightningModule and a Lightning Trainer."""
+    method = _prepare(build_method(_method_cfg(cfg, name)), cfg, device)
+    return Subject(name, "train", None, [method], lambda: time_lightning_step(method, cfg, device, batch))
+
+
+def plain_hnd_subject(cfg: DictConfig, device: torch.device, batch) -> Subject:
+    """The HND step as a plain PyTorch loop: the same models, optimizer config and batch, no framework."""
+    student, teacher_head = _student_and_teacher_head(cfg, device)
+    head = student.head.train()  # a plain HND loop needs only the two heads
     optimizer = instantiate(cfg.methods.hnd.optimizer)(head.parameters())
-    meter = PeakMemory(device, memory)
-    meter.start([teacher_head, head])
-    steps = cfg.warmup + cfg.repeats + 1
-    seconds = time_loop(plain_hnd_step(teacher_head, head, optimizer, _autocast(cfg, device)), _loader(*batch, steps), device, cfg.warmup)
-    return summarize("hnd", "plain_pytorch", None, cfg.batch, seconds, meter.stop())
+    step = plain_hnd_step(teacher_head, head, optimizer, _autocast(cfg, device))
+    return Subject("hnd", "plain_pytorch", None, [teacher_head, head], lambda: time_loop(step, cfg, device, batch))
 
 
-def bench_inference(cfg: DictConfig, device: torch.device, batch, memory: bool) -> list[dict[str, Any]]:
-    """Images/s of the student's device part, server part and whole model at inference (eval, no grad)."""
-    torch.manual_seed(cfg.seed)
-    model_cfg = cfg.model
-    teacher = build_teacher(model_cfg.architecture, model_cfg.num_classes, weights=model_cfg.teacher.weights,
-                            checkpoint=model_cfg.teacher.checkpoint)
-    student, _ = build_student(teacher, model_cfg.architecture, model_cfg.bottleneck_channels, model_cfg.input_size)
-    del teacher
-    student = _prepare(student.eval(), cfg, device)
+def inference_subjects(cfg: DictConfig, device: torch.device, batch) -> list[Subject]:
+    """The student at inference (eval, no grad): `device` (encoder), `server` (decoder + tail), `student` (all)."""
+    student, _ = _student_and_teacher_head(cfg, device)
+    student.eval()
     images = batch[0]
     with torch.inference_mode():
         bottleneck = student.encoder(images)
-    parts: dict[str, tuple[nn.Module, torch.Tensor]] = {
+    parts = {
         "device": (student.encoder, images),
         "server": (nn.Sequential(student.decoder, student.tail), bottleneck),
         "student": (student, images),
     }
     autocast = _autocast(cfg, device)
-    records = []
+    subjects = []
     for part, (source, inputs) in parts.items():
         module = copy.deepcopy(source)  # its own weights: the memory a deployment of this part alone needs
-        meter = PeakMemory(device, memory)
-        meter.start([module])
 
         def step(_: torch.Tensor, module=module, inputs=inputs) -> None:
             with torch.inference_mode(), autocast():
                 module(inputs)
 
-        seconds = time_loop(step, _loader(*batch, cfg.warmup + cfg.repeats + 1), device, cfg.warmup)
-        records.append(summarize("student", "infer", part, cfg.batch, seconds, meter.stop()))
-        del module
-    return records
+        subjects.append(Subject("student", "infer", part, [module], lambda step=step: time_loop(step, cfg, device, batch)))
+    return subjects
+
+
+def measure(subjects: list[Subject], cfg: DictConfig, device: torch.device) -> None:
+    """Time every subject `rounds` times, interleaved, so a busy spell of a shared machine hits them alike."""
+    for round_index in range(cfg.rounds):
+        for subject in subjects:
+            meter = PeakMemory(device, cfg.memory)
+            meter.start(subject.modules)
+            subject.seconds += subject.run()
+            peak = meter.stop()
+            if peak is not None:
+                subject.peak_mb = max(peak, subject.peak_mb or 0.0)
+            log.info("round %d %s %s %s: %.2f images/s", round_index + 1, subject.method, subject.phase,
+                     subject.part or "", cfg.batch / statistics.median(subject.seconds))
 
 
 def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
@@ -400,7 +420,7 @@ def format_table(report: dict[str, Any]) -> str:
         "Settings: " + ", ".join(
             f"{key}={settings[key]}" for key in (
                 "architecture", "bottleneck_channels", "device", "device_name", "threads", "dtype", "batch",
-                "input_size", "memory_format", "warmup", "repeats",
+                "input_size", "memory_format", "rounds", "warmup", "repeats",
             )
         ),
         f"{'method':<9} {'phase':<14} {'part':<8} {'images/s':>10} {'min..max':>17} {'ms/step':>9} {'spread':>7} {'peak MB':>9}",
@@ -420,8 +440,10 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     """Run every phase for the composed `bench.yaml` config; return {"settings", "results", "ratios"}."""
     if cfg.dtype not in DTYPES:
         raise ValueError(f"Unknown dtype {cfg.dtype!r}. Allowed: {', '.join(DTYPES)}.")
-    if cfg.warmup < 0 or cfg.repeats < 1 or cfg.batch < 1:
-        raise ValueError(f"Need warmup >= 0, repeats >= 1 and batch >= 1; got {cfg.warmup}, {cfg.repeats}, {cfg.batch}.")
+    if cfg.warmup < 1 or cfg.repeats < 1 or cfg.rounds < 1 or cfg.batch < 1:
+        raise ValueError(
+            f"Need warmup, repeats, rounds and batch >= 1; got {cfg.warmup}, {cfg.repeats}, {cfg.rounds}, {cfg.batch}."
+        )
     for name in cfg.method_names:
         _method_cfg(cfg, name)  # fail on a misspelt method before anything is timed
     if cfg.threads is not None:
@@ -430,12 +452,11 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     settings = collect_settings(cfg, device)
     log.info("Benchmark settings: %s", json.dumps(settings))
     batch = make_batch(cfg, device, cfg.seed)
-    results = []
-    for name in cfg.method_names:
-        results.append(bench_train(cfg, name, device, batch, cfg.memory))
-        log.info("train %s: %.2f images/s", name, results[-1]["images_per_s"])
-    results.append(bench_plain_hnd(cfg, device, batch, cfg.memory))
-    results += bench_inference(cfg, device, batch, cfg.memory)
+    torch.manual_seed(cfg.seed)
+    subjects = [train_subject(cfg, name, device, batch) for name in cfg.method_names]
+    subjects += [plain_hnd_subject(cfg, device, batch), *inference_subjects(cfg, device, batch)]
+    measure(subjects, cfg, device)
+    results = [summarize(s.method, s.phase, s.part, cfg.batch, s.seconds, s.peak_mb) for s in subjects]
     report = {"settings": settings, "results": results, "ratios": ratios(results)}
     if cfg.output:
         output = Path(cfg.output)

@@ -17,7 +17,7 @@ from conftest import CONFIG_DIR
 from hnd_lightning.bench import METHOD_NAMES, run_benchmark
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY = ["model=densenet169", "model.input_size=32", "model.num_classes=10", "batch=2", "warmup=1", "repeats=2", "threads=1"]
+TINY = ["model=densenet169", "model.input_size=32", "model.num_classes=10", "batch=2", "rounds=2", "warmup=1", "repeats=1", "threads=1"]
 
 
 def compose_bench_config(overrides: list[str]):
@@ -31,7 +31,7 @@ def _check_record(record: dict, memory: bool) -> None:
     assert record["phase"] in ("train", "infer", "plain_pytorch")
     assert math.isfinite(record["images_per_s"]) and record["images_per_s"] > 0
     assert record["images_per_s_min"] <= record["images_per_s"] <= record["images_per_s_max"]
-    assert len(record["step_ms"]) == 2
+    assert len(record["step_ms"]) == 2  # rounds x repeats
     if memory:
         assert record["peak_memory_mb"] > 0
     else:
