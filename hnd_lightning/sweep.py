@@ -176,6 +176,8 @@ def log_sweep_hparams(trainer: Any, results: dict[str, Any]) -> None:
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(params, metrics)
+            # The trainer already closed the writer; this reopens it, so flush and close it again.
+            logger.finalize("success")
 
 
 def refuse_ddp_subprocesses_in_multirun(trainer: Any) -> None:
