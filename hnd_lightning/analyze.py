@@ -32,7 +32,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hydra
 import numpy as np
@@ -84,7 +84,8 @@ def timings_file(role: str) -> str:
 class SplitUnderAnalysis:
     """The HND student and the teacher, both cut at the architecture's split module.
 
-    `parts` maps each part name of `PART_LABELS` to (module, inputs(batch_size) -> input tuple).
+    `parts` maps each part name of `PART_LABELS` to its module; `inputs(name, batch_size)` makes what
+    that module takes (random images, or what the part before it sends).
     """
 
     def __init__(
@@ -100,15 +101,25 @@ class SplitUnderAnalysis:
     def images(self, batch_size: int) -> torch.Tensor:
         return torch.randn(batch_size, 3, self.input_size, self.input_size)
 
-    @torch.no_grad()
-    def parts(self) -> dict[str, tuple[nn.Module, Callable[[int], tuple[torch.Tensor, ...]]]]:
+    @property
+    def parts(self) -> dict[str, nn.Module]:
         return {
-            "student_device": (self.student_device, lambda n: (self.images(n),)),
-            "student_server": (self.student_server, lambda n: self.student_device(self.images(n))),
-            "teacher_device": (self.teacher_head, lambda n: (self.images(n),)),
-            "teacher_server": (self.teacher_tail, lambda n: (self.teacher_head(self.images(n)),)),
-            "teacher_full": (self.teacher, lambda n: (self.images(n),)),
+            "student_device": self.student_device,
+            "student_server": self.student_server,
+            "teacher_device": self.teacher_head,
+            "teacher_server": self.teacher_tail,
+            "teacher_full": self.teacher,
         }
+
+    @torch.no_grad()
+    def inputs(self, part: str, batch_size: int) -> tuple[torch.Tensor, ...]:
+        """Inputs of `part` for `batch_size` random images, on the CPU."""
+        images = self.images(batch_size)
+        if part == "student_server":
+            return self.student_device(images)  # (bottleneck uint8, scale, zero_point)
+        if part == "teacher_server":
+            return (self.teacher_head(images),)
+        return (images,)
 
 
 def load_split_under_analysis(cfg: DictConfig) -> SplitUnderAnalysis:
@@ -178,8 +189,8 @@ def count_macs(module: nn.Module, *inputs: torch.Tensor) -> int:
 def compute_report(split: SplitUnderAnalysis) -> dict[str, dict[str, int]]:
     """Parameters and MACs per image of every part of `PART_LABELS`."""
     report = {}
-    for name, (module, make_inputs) in split.parts().items():
-        report[name] = {"parameters": count_parameters(module), "macs": count_macs(module, *make_inputs(1))}
+    for name, module in split.parts.items():
+        report[name] = {"parameters": count_parameters(module), "macs": count_macs(module, *split.inputs(name, 1))}
     return report
 
 
@@ -286,18 +297,25 @@ def _synchronize(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def median_latency_ms(module: nn.Module, inputs: tuple[torch.Tensor, ...], warmup: int, repeats: int, device: torch.device) -> float:
-    """Median wall time in milliseconds of `module(*inputs)` over `repeats` runs after `warmup` runs."""
-    for _ in range(warmup):
-        module(*inputs)
+def median_latencies_ms(
+    calls: dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]], warmup: int, repeats: int, device: torch.device
+) -> dict[str, float]:
+    """Median wall time in milliseconds of each `module(*inputs)` in `calls`, after `warmup` runs each.
+
+    The calls take turns within every repeat, so a change in the machine's load hits all of them alike.
+    """
+    for module, inputs in calls.values():
+        for _ in range(warmup):
+            module(*inputs)
     _synchronize(device)
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
-        started = time.perf_counter()
-        module(*inputs)
-        _synchronize(device)
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
+        for name, (module, inputs) in calls.items():
+            started = time.perf_counter()
+            module(*inputs)
+            _synchronize(device)
+            times[name].append(time.perf_counter() - started)
+    return {name: 1000 * statistics.median(values) for name, values in times.items()}
 
 
 def machine_description(device: torch.device) -> dict[str, Any]:
@@ -328,26 +346,33 @@ def measure_latency(cfg: DictConfig, split: SplitUnderAnalysis, part_names: tupl
     if timing.get("threads"):
         torch.set_num_threads(timing.threads)
     device = resolve_device(timing.device)
-    parts = split.parts()
     batch_sizes = sorted({1, timing.batch_size})
-    results: dict[str, dict[str, float]] = {}
-    for name in part_names:
-        module, make_inputs = parts[name]
-        module.to(device)
-        results[name] = {}
-        for batch_size in batch_sizes:
-            inputs = tuple(tensor.to(device) for tensor in make_inputs(batch_size))
-            milliseconds = median_latency_ms(module, inputs, timing.warmup, timing.repeats, device)
-            key = "batch_1_ms" if batch_size == 1 else f"batch_{batch_size}_ms_per_image"
-            results[name][key] = milliseconds / batch_size
-        module.to("cpu")
-        log.info("%s: %s", name, results[name])
-    settings = {"warmup": timing.warmup, "repeats": timing.repeats, "batch_sizes": batch_sizes, "statistic": "median"}
+    results: dict[str, dict[str, float]] = {name: {} for name in part_names}
+    for batch_size in batch_sizes:
+        calls = {
+            name: (split.parts[name], tuple(tensor.to(device) for tensor in split.inputs(name, batch_size)))
+            for name in part_names
+        }
+        for module, _ in calls.values():
+            module.to(device)
+        milliseconds = median_latencies_ms(calls, timing.warmup, timing.repeats, device)
+        for module, _ in calls.values():
+            module.to("cpu")  # `split.inputs` runs the parts on the CPU
+        key = "batch_1_ms" if batch_size == 1 else f"batch_{batch_size}_ms_per_image"
+        for name in part_names:
+            results[name][key] = milliseconds[name] / batch_size
+        log.info("batch %d: %s", batch_size, milliseconds)
+    settings = {
+        "warmup": timing.warmup,
+        "repeats": timing.repeats,
+        "batch_sizes": batch_sizes,
+        "statistic": "median, parts timed in turn",
+    }
     return {"settings": settings, "machine": machine_description(device), "parts": results}
 
 
 # --------------------------------------------------------------------------------------- roles
-def role_report(cfg: DictConfig, role: str, split: SplitUnderAnalysis, static: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
+def role_report(role: str, split: SplitUnderAnalysis, static: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
     """The timings JSON of one side: the model, what does not depend on the machine, and that side's latency."""
     return {
         "role": role,
@@ -543,7 +568,7 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
     roles = ("device", "server") if cfg.role == "both" else (cfg.role,)
     part_names = tuple(dict.fromkeys(name for role in roles for name in ROLE_PARTS[role]))
     latency = measure_latency(cfg, split, part_names)
-    reports = {role: role_report(cfg, role, split, static, latency) for role in roles}
+    reports = {role: role_report(role, split, static, latency) for role in roles}
     for role, report in reports.items():
         (output_dir / timings_file(role)).write_text(json.dumps(report, indent=2))
     if cfg.role != "both":

@@ -78,7 +78,7 @@ def test_analyze_both_roles_here_writes_table_json_and_plot(tmp_path, capsys):
     # the split pays device + 80 bytes at 1 Mbit/s (0.64 ms) + server
     expected_split = device["student_device"]["batch_1_ms"] + 0.64 + server["student_server"]["batch_1_ms"]
     assert rows[0]["latency_ms"]["split"] == pytest.approx(expected_split)
-    assert analysis["latency"]["device"]["settings"] == {"warmup": 1, "repeats": 2, "batch_sizes": [1, 2], "statistic": "median"}
+    assert analysis["latency"]["device"]["settings"] == {"warmup": 1, "repeats": 2, "batch_sizes": [1, 2], "statistic": "median, parts timed in turn"}
 
     table = capsys.readouterr().out
     assert table == (tmp_path / "analysis.txt").read_text()
