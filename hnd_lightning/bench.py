@@ -19,7 +19,8 @@ over the memory in use right before it. Growth is measured on CUDA by `torch.cud
 and on the CPU by this process's peak resident set size (VmHWM, reset before each turn through
 /proc/self/clear_refs, after handing freed heap back with malloc_trim); None where neither works.
 
-Prints the settings and a table; `output=PATH` also writes JSON: {"settings": {...}, "results":
+Speed ratios (HND over KD, Lightning over the plain loop, ...) are medians over rounds of each
+round's ratio. Prints the settings and a table; `output=PATH` also writes JSON: {"settings": {...}, "results":
 [{"method", "phase", "part", "images_per_s", "peak_memory_mb", ...}], "ratios": {...}}.
 """
 
@@ -179,8 +180,12 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def summarize(method: str, phase: str, part: str | None, batch: int, seconds: list[float], peak_mb: float | None) -> dict[str, Any]:
-    """One result record: median images/s over the timed steps, their spread and the peak memory."""
+def summarize(
+    method: str, phase: str, part: str | None, batch: int, rounds: list[list[float]], peak_mb: float | None
+) -> dict[str, Any]:
+    """One result record: median images/s over all timed steps (seconds, one list per round), their
+    spread, the median step of each round and the peak memory."""
+    seconds = [s for round_seconds in rounds for s in round_seconds]
     median = statistics.median(seconds)
     return {
         "method": method,
@@ -193,6 +198,7 @@ def summarize(method: str, phase: str, part: str | None, batch: int, seconds: li
         # relative spread of the timed steps: (slowest - fastest) / median
         "spread": (max(seconds) - min(seconds)) / median,
         "step_ms": [s * 1e3 for s in seconds],
+        "round_median_ms": [statistics.median(r) * 1e3 for r in rounds],
         "peak_memory_mb": peak_mb,
     }
 
@@ -334,7 +340,7 @@ class Subject:
     part: str | None
     modules: list[nn.Module]  # whose weights count toward its peak memory
     run: Callable[[], list[float]]
-    seconds: list[float] = field(default_factory=list)
+    rounds: list[list[float]] = field(default_factory=list)  # timed seconds, one list per round
     peak_mb: float | None = None
 
 
@@ -392,25 +398,31 @@ def measure(subjects: list[Subject], cfg: DictConfig, device: torch.device) -> N
         for subject in subjects:
             meter = PeakMemory(device, cfg.memory)
             meter.start(subject.modules)
-            subject.seconds += subject.run()
+            subject.rounds.append(subject.run())
             peak = meter.stop()
             if peak is not None:
                 subject.peak_mb = max(peak, subject.peak_mb or 0.0)
             log.info("round %d %s %s %s: %.2f images/s", round_index + 1, subject.method, subject.phase,
-                     subject.part or "", cfg.batch / statistics.median(subject.seconds))
+                     subject.part or "", cfg.batch / statistics.median(subject.rounds[-1]))
+
+
+def _paired_speedup(fast: dict[str, Any], slow: dict[str, Any]) -> float:
+    # Median over rounds of the per-round ratio: both ran back to back, under the same machine load.
+    return statistics.median(s / f for f, s in zip(fast["round_median_ms"], slow["round_median_ms"]))
 
 
 def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
-    """HND's speed-up over the other methods, and the Lightning path's speed relative to the plain loop."""
-    train = {r["method"]: r["images_per_s"] for r in results if r["phase"] == "train"}
-    plain = next((r["images_per_s"] for r in results if r["phase"] == "plain_pytorch"), None)
+    """HND's speed-up over the other methods, and the Lightning path's speed relative to the plain loop
+    (images/s ratios, each the median over rounds of that round's ratio)."""
+    train = {r["method"]: r for r in results if r["phase"] == "train"}
+    plain = next((r for r in results if r["phase"] == "plain_pytorch"), None)
     out = {}
     if "hnd" in train:
         for other in ("kd", "naive", "original"):
             if other in train:
-                out[f"hnd_over_{other}"] = train["hnd"] / train[other]
+                out[f"hnd_over_{other}"] = _paired_speedup(train["hnd"], train[other])
         if plain:
-            out["lightning_hnd_over_plain_pytorch"] = train["hnd"] / plain
+            out["lightning_hnd_over_plain_pytorch"] = _paired_speedup(train["hnd"], plain)
     return out
 
 
@@ -456,7 +468,7 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     subjects = [train_subject(cfg, name, device, batch) for name in cfg.method_names]
     subjects += [plain_hnd_subject(cfg, device, batch), *inference_subjects(cfg, device, batch)]
     measure(subjects, cfg, device)
-    results = [summarize(s.method, s.phase, s.part, cfg.batch, s.seconds, s.peak_mb) for s in subjects]
+    results = [summarize(s.method, s.phase, s.part, cfg.batch, s.rounds, s.peak_mb) for s in subjects]
     report = {"settings": settings, "results": results, "ratios": ratios(results)}
     if cfg.output:
         output = Path(cfg.output)
