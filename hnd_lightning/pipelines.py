@@ -27,14 +27,11 @@ from typing import Any, Sequence
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hnd_lightning.models.artifacts import SPLIT_JSON, TEACHER_FILE
-from hnd_lightning.train import RESULTS_FILE, train
+from hnd_lightning.models.artifacts import TEACHER_FILE
+from hnd_lightning.sweep import completed_results
+from hnd_lightning.train import train
 
 log = logging.getLogger(__name__)
-
-# Bytes of the per-tensor scale (float32) and zero point (int32) sent with an 8-bit bottleneck.
-QUANTIZATION_HEADER_BYTES = 8
-
 
 def _without_method_choice(overrides: Sequence[str]) -> list[str]:
     """Drop `method=...` group choices from `overrides`: each stage picks its own method."""
@@ -63,26 +60,6 @@ def teacher_digest(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def payload(artifact_dir: Path) -> dict[str, Any]:
-    """Bytes per image that a student sends: float32 and 8-bit bottleneck against the uint8 input."""
-    metadata = json.loads((artifact_dir / SPLIT_JSON).read_text())
-    elements = 1
-    for side in metadata["bottleneck_tensor"]["shape"]:
-        elements *= side
-    input_elements = 1
-    for side in metadata["input"]["shape"]:
-        input_elements *= side
-    return {
-        "bottleneck_shape": metadata["bottleneck_tensor"]["shape"],
-        "elements": elements,
-        "float32_bytes": 4 * elements,
-        "uint8_bytes": elements + QUANTIZATION_HEADER_BYTES,
-        "input_bytes": input_elements,
-        "float32_percent_of_input": 100 * 4 * elements / input_elements,
-        "uint8_percent_of_input": 100 * (elements + QUANTIZATION_HEADER_BYTES) / input_elements,
-    }
-
-
 def _stage_row(stage: str, results: dict[str, Any], seconds: float, reused: bool) -> dict[str, Any]:
     metrics = results["metrics"]
     epochs = max(int(results.get("epochs") or 0), 1)
@@ -100,10 +77,10 @@ def _stage_row(stage: str, results: dict[str, Any], seconds: float, reused: bool
         "seconds_per_epoch": round(results["fit_seconds"] / epochs, 1),
         "reused": reused,
     }
-    if results["method"] != "original":
-        sent = payload(Path(results["artifacts"]))
-        row.update({f"payload_{key}": value for key, value in sent.items() if key != "bottleneck_shape"})
+    sent = results.get("payload")  # None for the teacher, which sends no bottleneck
+    if sent:
         row["payload_shape"] = "x".join(str(side) for side in sent["bottleneck_shape"])
+        row.update({f"payload_{key}": value for key, value in sent.items() if key != "bottleneck_shape"})
     return row
 
 
@@ -111,11 +88,15 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
+def _round(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     header = (
         "| stage | method | test top-1 % | test top-5 % | trainable params | wall time s | s / epoch "
-        "| bottleneck | payload float32 B | payload 8-bit B | input uint8 B |\n"
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|\n"
+        "| bottleneck | payload float32 B | payload 8-bit B | input uint8 B | 8-bit % of input |\n"
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n"
     )
     lines = []
     for row in rows:
@@ -123,8 +104,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {row['stage']} | {row['method']} | {_percent(row['test_acc1'])} | {_percent(row['test_acc5'])} "
             f"| {row['trainable_parameters']:,} | {row['wall_seconds']}{reused} | {row['seconds_per_epoch']} "
-            f"| {row.get('payload_shape', '-')} | {row.get('payload_float32_bytes', '-')} "
-            f"| {row.get('payload_uint8_bytes', '-')} | {row.get('payload_input_bytes', '-')} |"
+            f"| {row.get('payload_shape', '-')} | {row.get('payload_bytes_float32', '-')} "
+            f"| {row.get('payload_bytes_uint8', '-')} | {row.get('payload_input_bytes_uint8', '-')} "
+            f"| {_round(row.get('payload_percent_of_input'))} |"
         )
     return header + "\n".join(lines) + "\n"
 
@@ -162,11 +144,12 @@ def run_pipeline(cfg: DictConfig, overrides: Sequence[str]) -> list[dict[str, An
         if stage_spec.method == "original":
             teacher_dir = Path(spec.teacher_root) / f"{stage_cfg.model.architecture}-{teacher_digest(stage_cfg)}"
             teacher_checkpoint = teacher_dir / "artifacts" / TEACHER_FILE
-            reused = (teacher_dir / RESULTS_FILE).is_file() and teacher_checkpoint.is_file() and not spec.retrain_teacher
+            finished = completed_results(teacher_dir) is not None and teacher_checkpoint.is_file()
+            reused = finished and not spec.retrain_teacher
             stage_cfg.paths.output_dir = str(teacher_dir)
             if reused:
                 log.info("Reusing the teacher in %s (pipeline.retrain_teacher=true retrains it)", teacher_dir)
-                results = json.loads((teacher_dir / RESULTS_FILE).read_text())
+                results = completed_results(teacher_dir)
             else:
                 log.info("Stage %s: training the teacher into %s", stage, teacher_dir)
                 results = train(stage_cfg)

@@ -45,8 +45,9 @@ def test_scaled_down_quickstart_writes_table_artifacts_and_logs_and_reuses_the_t
     assert 0 <= student["test_acc1"] <= 1 and 0 <= teacher["test_acc1"] <= 1
     assert student["trainable_parameters"] < teacher["trainable_parameters"]
     # B = 12 channels at 5 x 5 for a 32 x 32 input: 300 values, 1,200 bytes as float32
-    assert student["payload_elements"] == 300 and student["payload_float32_bytes"] == 1200
-    assert student["payload_input_bytes"] == 3 * 32 * 32
+    assert student["payload_shape"] == "12x5x5" and student["payload_bytes_float32"] == 1200
+    assert 300 < student["payload_bytes_uint8"] < 320
+    assert student["payload_input_bytes_uint8"] == 3 * 32 * 32
     markdown = (run_dir / "quickstart.md").read_text()
     assert "| teacher | original |" in markdown and "| hnd | hnd |" in markdown
     assert "quickstart results" in result.stdout
