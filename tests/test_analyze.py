@@ -31,6 +31,15 @@ TINY = [
 ENCODER_MACS = 16 * 16 * 64 * 3 * 7 * 7 + 5 * 5 * 3 * 64 * 2 * 2
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Run these tests on one CPU thread: on a shared 2-core machine, 2-thread kernels stall ~10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def analyze_config(overrides: list[str], output_dir: Path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -107,7 +116,7 @@ def test_device_and_server_timed_apart_then_combined_on_the_command_line(image_f
     assert "artifacts" in device["model"]["source"] and device["model"]["method"] == "hnd"
     assert "6 real images" in device["payload"]["jpeg"]["source"] and device["payload"]["jpeg"]["quality"] == 75
 
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "hnd_lightning.analyze", "role=combine", "link.bandwidths_mbps=[2,20]", "link.rtt_ms=5",
          f"device_timings={tmp_path / 'device' / 'timings_device.json'}",

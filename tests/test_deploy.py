@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,15 @@ from hnd_lightning.models.artifacts import load_split_artifacts, save_split_arti
 from hnd_lightning.models.quantization import with_quantized_bottleneck
 
 pytest.importorskip("onnxruntime", reason='needs the deploy extra: pip install -e ".[deploy]"')
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Run these tests on one CPU thread: on a shared 2-core machine, 2-thread kernels stall ~10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def write_artifacts(directory: Path, architecture: str = "densenet169", input_size: int = 32) -> Path:
@@ -95,7 +105,7 @@ def test_the_onnx_parts_run_without_torch_or_this_package(deployed, artifacts, t
     np.save(tmp_path / "images.npy", images)
     result = subprocess.run(
         [sys.executable, "-c", RUN_WITHOUT_TORCH, str(output_dir), str(tmp_path / "images.npy")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
