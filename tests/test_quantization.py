@@ -124,3 +124,13 @@ def test_quantized_accuracy_on_real_images_from_train_and_from_evaluate(image_fo
     difference = (quantized_logits - float_logits).abs().max().item()
     assert 0 < difference < 0.1 * float_logits.abs().max().item()
     assert evaluation["payload_bytes_per_image"] == {"float32": 4 * 3 * 5 * 5, "8bit": 3 * 5 * 5 + 5}
+
+
+def test_fused_runs_get_quantized_metrics_per_student(image_folder, tmp_path):
+    overrides = [o for o in tiny_overrides("densenet169", "hnd", image_folder) if not o.startswith("model.bottleneck_channels")]
+    results = train(compose_train_config(overrides + ["model.bottleneck_channels=[3,6]", "test_quantized=true"], tmp_path))
+    metrics = results["metrics"]
+    for student in ("b3", "b6"):
+        assert 0.0 <= metrics[f"test_q8/{student}/acc1"] <= metrics[f"test_q8/{student}/acc5"] <= 1.0
+    # the run's headline metrics are its first student's
+    assert metrics["test_q8/acc1"] == metrics["test_q8/b3/acc1"]
