@@ -12,6 +12,9 @@ slows every subject alike); medians and spread are over all timed steps. The sub
   and batches, with no framework; its ratio to the Lightning step is the framework's overhead.
 - `infer`: the student at inference, part by part: `device` (encoder: image -> bottleneck tensor),
   `server` (decoder + tail: bottleneck tensor -> logits) and `student` (the whole split model).
+- `data` (with `data_root=PATH`): images/s of JPEG decoding + training augmentation of the ImageFolder
+  `PATH/train`, for each DataLoader worker count in `data_workers` (after `warmup` batches; images/s
+  over the whole timed span, since workers deliver batches in bursts).
 
 Peak memory (`peak_memory_mb`, the largest over a subject's turns): the bytes of the subject's own
 parameters and buffers plus the peak growth during its turn (optimizer state, gradients, activations)
@@ -392,6 +395,37 @@ def inference_subjects(cfg: DictConfig, device: torch.device, batch) -> list[Sub
     return subjects
 
 
+def bench_data_pipeline(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Images/s of decoding + training augmentation of a JPEG ImageFolder (`data_root/train`), per
+    worker count in `data_workers`: the rate a run's loading can feed, to set against the train steps."""
+    from torchvision import datasets
+
+    from hnd_lightning.data import IMAGENET_MEAN, IMAGENET_STD, train_transform
+
+    folder = Path(cfg.data_root).expanduser() / "train"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data_root={cfg.data_root!r} has no train/ folder; pass an ImageFolder root or data_root=null.")
+    transform = train_transform(cfg.model.input_size, cfg.model.resize_size, IMAGENET_MEAN, IMAGENET_STD)
+    dataset = datasets.ImageFolder(str(folder), transform=transform)
+    records = []
+    for workers in cfg.data_workers:
+        loader = DataLoader(dataset, batch_size=cfg.batch, shuffle=True, num_workers=workers, drop_last=True)
+        ends = []
+        for _ in zip(range(cfg.warmup + cfg.data_batches), loader):
+            ends.append(time.perf_counter())
+        if len(ends) <= cfg.warmup:
+            raise ValueError(
+                f"{str(folder)!r} holds {len(dataset)} images: too few for warmup={cfg.warmup} plus one timed "
+                f"batch of {cfg.batch}; lower data_batches or batch."
+            )
+        seconds = _timed(ends, cfg.warmup)
+        record = summarize("pipeline", "data", f"{workers}_workers", cfg.batch, [seconds], None)
+        # Workers deliver batches in bursts, so the rate is images over the whole timed span, not a median.
+        record["images_per_s"] = cfg.batch * len(seconds) / sum(seconds)
+        records.append(record)
+    return records
+
+
 def measure(subjects: list[Subject], cfg: DictConfig, device: torch.device) -> None:
     """Time every subject `rounds` times, interleaved, so a busy spell of a shared machine hits them alike."""
     for round_index in range(cfg.rounds):
@@ -469,6 +503,8 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     subjects += [plain_hnd_subject(cfg, device, batch), *inference_subjects(cfg, device, batch)]
     measure(subjects, cfg, device)
     results = [summarize(s.method, s.phase, s.part, cfg.batch, s.rounds, s.peak_mb) for s in subjects]
+    if cfg.data_root:
+        results += bench_data_pipeline(cfg)
     report = {"settings": settings, "results": results, "ratios": ratios(results)}
     if cfg.output:
         output = Path(cfg.output)

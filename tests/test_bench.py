@@ -28,10 +28,10 @@ def compose_bench_config(overrides: list[str]):
 
 def _check_record(record: dict, memory: bool) -> None:
     assert {"method", "phase", "part", "images_per_s", "peak_memory_mb", "step_ms", "spread"} <= set(record)
-    assert record["phase"] in ("train", "infer", "plain_pytorch")
+    assert record["phase"] in ("train", "infer", "plain_pytorch", "data")
     assert math.isfinite(record["images_per_s"]) and record["images_per_s"] > 0
     assert record["images_per_s_min"] <= record["images_per_s"] <= record["images_per_s_max"]
-    assert len(record["step_ms"]) == 2  # rounds x repeats
+    assert len(record["step_ms"]) == 2  # rounds x repeats (data: data_batches)
     if memory:
         assert record["peak_memory_mb"] > 0
     else:
@@ -62,14 +62,17 @@ def test_cli_writes_json_with_every_method_and_part(tmp_path):
         assert name in result.stdout
 
 
-def test_bfloat16_autocast_and_channels_last_run_and_are_recorded(tmp_path):
+def test_bfloat16_autocast_channels_last_and_the_data_pipeline_run_and_are_recorded(image_folder, tmp_path):
     cfg = compose_bench_config(
-        TINY + ["dtype=bfloat16", "channels_last=true", "method_names=[kd,hnd]", "memory=false", f"output={tmp_path / 'b.json'}"]
+        TINY + ["dtype=bfloat16", "channels_last=true", "method_names=[kd,hnd]", "memory=false", f"output={tmp_path / 'b.json'}",
+                f"data_root={image_folder}", "data_workers=[0,1]", "data_batches=2", "model.resize_size=36"]
     )
     report = run_benchmark(cfg)
     assert report["settings"]["dtype"] == "bfloat16" and report["settings"]["autocast"] is True
     assert report["settings"]["memory_format"] == "channels_last"
     assert [r["method"] for r in report["results"] if r["phase"] == "train"] == ["kd", "hnd"]
+    data = [r for r in report["results"] if r["phase"] == "data"]
+    assert [(r["method"], r["part"]) for r in data] == [("pipeline", "0_workers"), ("pipeline", "1_workers")]
     for record in report["results"]:
         _check_record(record, memory=False)
     assert json.loads((tmp_path / "b.json").read_text())["ratios"].keys() == report["ratios"].keys()
