@@ -134,13 +134,15 @@ def failed_results(cfg: DictConfig, error: BaseException, wall_seconds: float) -
     while cause.__cause__ is not None:  # e.g. the ValueError inside Hydra's InstantiationException
         cause = cause.__cause__
     method = HydraConfig.get().runtime.choices.get("method") if HydraConfig.initialized() else None
+    channels = model.get("bottleneck_channels")
     return {
         "status": STATUS_FAILED,
         "error": f"{type(cause).__name__}: {cause}",
         "traceback": traceback.format_exception(error)[-12:],
         "method": method or str((cfg.get("method") or {}).get("_target_")),
         "architecture": model.get("architecture"),
-        "bottleneck_channels": model.get("bottleneck_channels"),
+        # a fused run's sizes as a plain list: an OmegaConf node cannot be written as JSON
+        "bottleneck_channels": list(channels) if isinstance(channels, ListConfig) else channels,
         "input_size": model.get("input_size"),
         "num_classes": model.get("num_classes"),
         "wall_seconds": wall_seconds,

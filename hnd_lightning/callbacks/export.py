@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from hnd_lightning.methods.base import SplitComputingMethod
@@ -42,8 +41,8 @@ class SplitArtifactExport(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: SplitComputingMethod) -> None:
         best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best_path and Path(best_path).is_file():
-            checkpoint = torch.load(best_path, map_location=pl_module.device, weights_only=True)
-            pl_module.load_state_dict(checkpoint["state_dict"])
+            # On every rank, so that the test after fit sees the best weights everywhere.
+            pl_module.load_best_weights(best_path)
             log.info("Exporting the best checkpoint %s", best_path)
         elif best_path:
             # Under DDP every rank loads the best weights before testing, so all must see the file.

@@ -136,6 +136,11 @@ class SplitComputingMethod(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
 
     # ----------------------------------------------------------------- artifacts
+    def load_best_weights(self, checkpoint_path: str | Path) -> None:
+        """Load the weights of a Lightning checkpoint of this run (the best on `val/acc1`)."""
+        checkpoint = torch.load(checkpoint_path, map_location=self.device, weights_only=True)
+        self.load_state_dict(checkpoint["state_dict"])
+
     def export_artifacts(self, directory: Path, data_info: dict[str, Any]) -> list[Path]:
         """Write the deployable weights and a JSON description into `directory`; return the files."""
         raise NotImplementedError

@@ -190,6 +190,11 @@ class FusedHNDMethod(SplitComputingMethod):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.best = checkpoint.get("fused_hnd_best", {})
 
+    def load_best_weights(self, checkpoint_path: str | Path) -> None:
+        """The run's best checkpoint, then every student's own best head (the checkpoint holds them)."""
+        super().load_best_weights(checkpoint_path)
+        self.load_best_heads()
+
     def load_best_heads(self) -> None:
         """Put every student's best head (on its own val/b<B>/acc1) back in place; final weights where none."""
         for name, student in self.students.items():
