@@ -10,10 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG_DIR
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
+from conftest import compose_config
 from PIL import Image
 
 from hnd_lightning.analyze import analyze, count_macs
@@ -31,22 +28,8 @@ TINY = [
 ENCODER_MACS = 16 * 16 * 64 * 3 * 7 * 7 + 5 * 5 * 3 * 64 * 2 * 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run these tests on one CPU thread: on a shared 2-core machine, 2-thread kernels stall ~10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def analyze_config(overrides: list[str], output_dir: Path):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="analyze", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
+    return compose_config("analyze", overrides, output_dir)
 
 
 def test_count_macs_counts_convolutions_and_linear_layers():

@@ -10,10 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from conftest import CONFIG_DIR
+from conftest import compose_config
 from hnd_lightning.bench import METHOD_NAMES, run_benchmark
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -21,9 +19,7 @@ TINY = ["model=densenet169", "model.input_size=32", "model.num_classes=10", "bat
 
 
 def compose_bench_config(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="bench", overrides=overrides)
+    return compose_config("bench", overrides)
 
 
 def _check_record(record: dict, memory: bool) -> None:

@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONFIG_DIR, tiny_overrides
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from conftest import compose_config, tiny_overrides
 from omegaconf import OmegaConf
 from safetensors import safe_open
 
@@ -75,11 +73,9 @@ def test_ddp_inside_a_basic_multirun_is_refused_with_the_alternatives(image_fold
 
 def test_slurm_launcher_config_composes_one_task_per_gpu():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the `slurm` extra")
-    GlobalHydra.instance().clear()
     overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2",
                  "hydra.launcher.partition=gpu", "data.num_workers=6"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    cfg = compose_config("train", overrides, return_hydra_config=True)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher["nodes"], launcher["gpus_per_node"], launcher["tasks_per_node"]) == (2, 8, 8)

@@ -11,10 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIG_DIR
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
+from conftest import compose_config
 
 from hnd_lightning.data import IMAGENET_MEAN, IMAGENET_STD
 from hnd_lightning.deploy import deploy
@@ -23,15 +20,6 @@ from hnd_lightning.models.artifacts import load_split_artifacts, save_split_arti
 from hnd_lightning.models.quantization import with_quantized_bottleneck
 
 pytest.importorskip("onnxruntime", reason='needs the deploy extra: pip install -e ".[deploy]"')
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run these tests on one CPU thread: on a shared 2-core machine, 2-thread kernels stall ~10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_artifacts(directory: Path, architecture: str = "densenet169", input_size: int = 32) -> Path:
@@ -55,11 +43,7 @@ def artifacts(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def deployed(artifacts, tmp_path_factory) -> tuple[Path, dict]:
     output_dir = tmp_path_factory.mktemp("deploy")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="deploy", overrides=[f"artifacts={artifacts}", "verify.batch_size=3"])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
+    cfg = compose_config("deploy", [f"artifacts={artifacts}", "verify.batch_size=3"], output_dir)
     return output_dir, deploy(cfg)
 
 

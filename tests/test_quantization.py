@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG_DIR, compose_train_config, tiny_overrides
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
+from conftest import compose_config, compose_train_config, tiny_overrides
 
 from hnd_lightning.evaluate import evaluate
 from hnd_lightning.models.artifacts import load_split_artifacts
@@ -22,15 +19,6 @@ from hnd_lightning.models.quantization import (
     with_quantized_bottleneck,
 )
 from hnd_lightning.train import train
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run these tests on one CPU thread: on a shared 2-core machine, 2-thread kernels stall ~10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(
@@ -83,16 +71,9 @@ def test_device_and_server_parts_compose_to_the_quantized_model(tmp_path):
 
 
 def _evaluate_config(artifacts: Path, data_root: Path, output_dir: Path):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            config_name="evaluate",
-            overrides=[f"artifacts={artifacts}", f"data.root={data_root}", "data.num_workers=0",
-                       "data.persistent_workers=false", "data.eval_batch_size=4", "device=cpu"],
-        )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
+    overrides = [f"artifacts={artifacts}", f"data.root={data_root}", "data.num_workers=0",
+                 "data.persistent_workers=false", "data.eval_batch_size=4", "device=cpu"]
+    return compose_config("evaluate", overrides, output_dir)
 
 
 def test_quantized_accuracy_on_real_images_from_train_and_from_evaluate(image_folder, tmp_path):
