@@ -118,8 +118,8 @@ def write_tables(run_dir: Path, name: str, rows: list[dict[str, Any]]) -> str:
     notes = []
     for row in rows:
         if teacher and row["method"] != "original" and row["test_acc1"] is not None and teacher["test_acc1"] is not None:
-            gap = 100 * (teacher["test_acc1"] - row["test_acc1"])
-            notes.append(f"- {row['stage']}: {gap:+.2f} points top-1 below the teacher")
+            gap = 100 * (row["test_acc1"] - teacher["test_acc1"])
+            notes.append(f"- {row['stage']}: {abs(gap):.2f} points top-1 {'above' if gap > 0 else 'below'} the teacher")
     markdown = table + ("\n" + "\n".join(notes) + "\n" if notes else "")
     (run_dir / f"{name}.md").write_text(markdown)
     (run_dir / f"{name}.json").write_text(json.dumps(rows, indent=2))
