@@ -110,7 +110,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def fit_and_test(
     cfg: DictConfig, datamodule: pl.LightningDataModule, method: SplitComputingMethod, trainer: pl.Trainer
 ) -> dict[str, Any]:
-    """Fit (exporting artifacts at fit end), test the best weights and write `results.json`."""
+    """Fit (exporting artifacts at fit end) and test the best weights; return the results record."""
     output_dir = Path(cfg.paths.output_dir)
     started = time.perf_counter()
     trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -151,7 +151,6 @@ def fit_and_test(
     if hasattr(method, "student_summary"):  # fused HND: best epoch and val/acc1 of every student
         results["students"] = method.student_summary()
     if trainer.is_global_zero:
-        (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
         log.info("Results: %s", json.dumps(results["metrics"], indent=None))
     return results
 
