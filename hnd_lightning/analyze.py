@@ -47,7 +47,7 @@ from hnd_lightning.evaluate import resolve_device
 from hnd_lightning.methods.base import count_parameters
 from hnd_lightning.models import build_student, build_teacher, split_teacher
 from hnd_lightning.models.artifacts import load_split_artifacts
-from hnd_lightning.models.quantization import QUANTIZATION_HEADER_BYTES, split_parts
+from hnd_lightning.models.quantization import QUANTIZATION_HEADER_BYTES, payload_bytes, split_parts
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def jpeg_bytes(image: Image.Image, quality: int) -> int:
 def tensor_payload(shape: tuple[int, ...], input_bytes: int, jpeg_size: float) -> dict[str, Any]:
     """Bytes of one image's tensor of `shape` as float32, float16 and 8-bit, and their share of the input."""
     elements = math.prod(shape)
-    sizes = {"float32": 4 * elements, "float16": 2 * elements, "8bit": elements + QUANTIZATION_HEADER_BYTES}
+    sizes = payload_bytes(elements)
     return {
         "shape": list(shape),
         "elements": elements,

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from hnd_lightning.models.artifacts import SplitArtifacts, load_split_artifacts
-from hnd_lightning.models.quantization import QUANTIZATION_HEADER_BYTES, split_parts
+from hnd_lightning.models.quantization import payload_bytes, split_parts
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def export_onnx(artifacts: SplitArtifacts, output_dir: str | Path, quantized: bo
         # what the device does before device.onnx: resize, center crop, scale to [0, 1], normalize
         "input": metadata["input"],
         "quantized": quantized,
-        "payload_bytes_per_image": elements + QUANTIZATION_HEADER_BYTES if quantized else 4 * elements,
+        "payload_bytes_per_image": payload_bytes(elements)["8bit" if quantized else "float32"],
         "device": {
             "file": DEVICE_FILE,
             "inputs": [_tensor_spec("image", image)],

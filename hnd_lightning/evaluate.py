@@ -27,7 +27,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from hnd_lightning.models.artifacts import load_split_artifacts
-from hnd_lightning.models.quantization import QUANTIZATION_HEADER_BYTES, with_quantized_bottleneck
+from hnd_lightning.models.quantization import payload_bytes, with_quantized_bottleneck
 from hnd_lightning.models.split import SplitModel
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             **{f"{cfg.split}/{name}": value for name, value in float_metrics.items()},
             **{f"{cfg.split}_q8/{name}": value for name, value in quantized_metrics.items()},
         },
-        "payload_bytes_per_image": {"float32": 4 * elements, "8bit": elements + QUANTIZATION_HEADER_BYTES},
+        "payload_bytes_per_image": {key: payload_bytes(elements)[key] for key in ("float32", "8bit")},
     }
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

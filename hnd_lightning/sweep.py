@@ -79,21 +79,20 @@ def bottleneck_payload(architecture: str, bottleneck_channels: Any, input_size: 
     `method=original`, which sends no bottleneck, or a fused run's list of sizes).
     """
     from hnd_lightning.models import build_encoder, get_architecture, output_shape
-    from hnd_lightning.models.quantization import QUANTIZATION_HEADER_BYTES
+    from hnd_lightning.models.quantization import payload_bytes
 
     if not _positive_int(bottleneck_channels):
         return None
     encoder = build_encoder(get_architecture(architecture), bottleneck_channels)
     shape = output_shape(encoder, (1, 3, input_size, input_size))[1:]
-    elements = math.prod(shape)
-    bytes_uint8 = elements + QUANTIZATION_HEADER_BYTES
+    sizes = payload_bytes(math.prod(shape))
     input_bytes = 3 * input_size * input_size
     return {
         "bottleneck_shape": list(shape),
-        "bytes_float32": 4 * elements,
-        "bytes_uint8": bytes_uint8,
+        "bytes_float32": sizes["float32"],
+        "bytes_uint8": sizes["8bit"],
         "input_bytes_uint8": input_bytes,
-        "percent_of_input": 100.0 * bytes_uint8 / input_bytes,
+        "percent_of_input": 100.0 * sizes["8bit"] / input_bytes,
     }
 
 

@@ -25,6 +25,12 @@ QUANTIZATION_HEADER_BYTES = 4 + 1
 _SMALLEST_SCALE = 1e-12  # an all-zero tensor would otherwise give scale 0 and a division by zero
 
 
+def payload_bytes(elements: int) -> dict[str, int]:
+    """Bytes one image's tensor of `elements` values takes on the link, per format:
+    float32, float16, and 8-bit (uint8 values plus the per-image scale and zero point)."""
+    return {"float32": 4 * elements, "float16": 2 * elements, "8bit": elements + QUANTIZATION_HEADER_BYTES}
+
+
 @dataclass
 class QuantizedTensor:
     """8-bit payload of a batch: `values` uint8 (N, ...), `scale` float32 (N,), `zero_point` uint8 (N,)."""
