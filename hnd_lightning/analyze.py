@@ -43,7 +43,8 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
-from hnd_lightning.evaluate import resolve_device
+from hnd_lightning.analysis.latency import STRATEGIES, end_to_end
+from hnd_lightning.profiling import resolve_device
 from hnd_lightning.methods.base import count_parameters
 from hnd_lightning.models import build_student, build_teacher, split_teacher
 from hnd_lightning.models.artifacts import load_split_artifacts
@@ -64,11 +65,6 @@ PART_LABELS = {
     "teacher_device": "teacher split, device: teacher head",
     "teacher_server": "teacher split, server: teacher tail",
     "teacher_full": "whole teacher",
-}
-STRATEGIES = {
-    "device_only": "all on device",
-    "server_only": "all on server (JPEG)",
-    "split": "HND split (8-bit)",
 }
 ANALYSIS_JSON = "analysis.json"
 ANALYSIS_TEXT = "analysis.txt"
@@ -381,32 +377,6 @@ def role_report(role: str, split: SplitUnderAnalysis, static: dict[str, Any], la
         "payload": static["payload"],
         "latency": {**latency, "parts": {name: latency["parts"][name] for name in ROLE_PARTS[role]}},
     }
-
-
-def link_ms(num_bytes: float, bandwidth_mbps: float) -> float:
-    """Milliseconds to send `num_bytes` over a `bandwidth_mbps` Mbit/s link."""
-    return 1000 * 8 * num_bytes / (bandwidth_mbps * 1e6)
-
-
-def end_to_end(device: dict[str, Any], server: dict[str, Any], bandwidths: list[float], rtt_ms: float) -> list[dict[str, Any]]:
-    """Per-image latency (batch 1) of each strategy of `STRATEGIES` at each bandwidth, fastest marked."""
-    device_ms = device["latency"]["parts"]
-    server_ms = server["latency"]["parts"]
-    payload = device["payload"]
-    rows = []
-    for bandwidth in bandwidths:
-        if bandwidth <= 0:
-            raise ValueError(f"link.bandwidths_mbps must be positive, got {bandwidth}.")
-        latency = {
-            "device_only": device_ms["teacher_full"]["batch_1_ms"],
-            "server_only": link_ms(payload["jpeg"]["bytes"], bandwidth) + rtt_ms + server_ms["teacher_full"]["batch_1_ms"],
-            "split": device_ms["student_device"]["batch_1_ms"]
-            + link_ms(payload["student"]["bytes"]["8bit"], bandwidth)
-            + rtt_ms
-            + server_ms["student_server"]["batch_1_ms"],
-        }
-        rows.append({"bandwidth_mbps": bandwidth, "latency_ms": latency, "fastest": min(latency, key=latency.get)})
-    return rows
 
 
 def combine(cfg: DictConfig, device: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
