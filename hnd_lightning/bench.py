@@ -57,7 +57,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hnd_lightning.methods import SplitComputingMethod
 from hnd_lightning.models import SplitModel, build_student, build_teacher
-from hnd_lightning.train import build_method
+from hnd_lightning.runs.training import build_method
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hnd_lightning.sweep import unfinished, write_summary
+from hnd_lightning.runs.sweep import unfinished, write_summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,167 +1,33 @@
 """Train one method on one split model: `python -m hnd_lightning.train model=densenet169 method=hnd`.
 
-This module only wires the Hydra config together; models, methods, data and callbacks live in
-their own packages. Every run writes into its run directory (`paths.output_dir`):
-
-    checkpoints/   Lightning checkpoints (`last.ckpt` and the best on val/acc1), for `ckpt_path=...`
-    artifacts/     the deployable head and tail (or teacher) weights and their JSON description
-    tensorboard/   TensorBoard event files
-    results.json   the run's settings and final metrics
+A thin composition: `runs.training.train` runs one job, `runs.pipeline.run_pipeline` the multi-stage
+experiments (`experiment=quickstart`, `experiment=compare`, ...); `runs.record` records failures so a
+sweep goes on and its summary (`runs.sweep`) sees them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import warnings
 from pathlib import Path
-from typing import Any
 
 import hydra
-import lightning.pytorch as pl
-import torch
-from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from hnd_lightning.methods import SplitComputingMethod, count_parameters, fused_method_config
-from hnd_lightning.models import build_teacher
-from hnd_lightning.sweep import (
-    RESULTS_FILE,
-    bottleneck_payload,
-    completed_results,
-    failed_results,
-    in_multirun,
-    log_sweep_hparams,
-    refuse_ddp_subprocesses_in_multirun,
-    write_results,
-)
+from hnd_lightning.runs import sweep as _sweep  # noqa: F401  registers the run-directory resolver before Hydra resolves
+from hnd_lightning.runs.pipeline import run_pipeline
+from hnd_lightning.runs.record import RESULTS_FILE, completed_results, failed_results, in_multirun, write_results
+from hnd_lightning.runs.training import train
 
 log = logging.getLogger(__name__)
-
-
-# Frozen teachers and tails are in eval mode on purpose (see SplitComputingMethod.freeze).
-warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
-
-
-def build_method(cfg: DictConfig) -> SplitComputingMethod:
-    """Build the teacher described by `cfg.model` and the LightningModule of `cfg.method` around it."""
-    model_cfg = cfg.model
-    teacher = build_teacher(
-        model_cfg.architecture,
-        model_cfg.num_classes,
-        weights=model_cfg.teacher.weights,
-        checkpoint=model_cfg.teacher.checkpoint,
-    )
-    method_cfg = cfg.method
-    if OmegaConf.is_list(model_cfg.bottleneck_channels):
-        # `model.bottleneck_channels=[3,6,9,12]`: one fused HND run trains a student per size
-        method_cfg = fused_method_config(cfg.method)
-    return instantiate(
-        method_cfg,
-        teacher=teacher,
-        architecture=model_cfg.architecture,
-        num_classes=model_cfg.num_classes,
-        input_size=model_cfg.input_size,
-        bottleneck_channels=model_cfg.bottleneck_channels,
-    )
-
-
-def _instantiate_all(group: DictConfig | None) -> list[Any]:
-    return [instantiate(item) for item in (group or {}).values() if item is not None and "_target_" in item]
-
-
-def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    return {key: float(value) for key, value in metrics.items() if torch.is_tensor(value) or isinstance(value, (int, float))}
-
-
-def setup_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, SplitComputingMethod, pl.Trainer]:
-    """Seed, then build the DataModule, the method (with its models) and the Trainer of `cfg`."""
-    pl.seed_everything(cfg.seed, workers=True)
-    Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
-    datamodule = instantiate(cfg.data)
-    method = build_method(cfg)
-    callbacks = _instantiate_all(cfg.get("callbacks"))
-    loggers = _instantiate_all(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    return datamodule, method, trainer
-
-
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test and export one run described by a composed `train.yaml` config.
-
-    Returns the contents of `results.json`: settings, trainable parameters, wall time and metrics.
-    """
-    started = time.perf_counter()
-    datamodule, method, trainer = setup_run(cfg)
-    refuse_ddp_subprocesses_in_multirun(trainer)
-    results = fit_and_test(cfg, datamodule, method, trainer)
-    # The job's whole time (models, data and test included), for the sweep summary.
-    results["wall_seconds"] = time.perf_counter() - started
-    if trainer.is_global_zero:
-        write_results(cfg.paths.output_dir, results)
-    log_sweep_hparams(trainer, results)
-    return results
-
-
-def fit_and_test(
-    cfg: DictConfig, datamodule: pl.LightningDataModule, method: SplitComputingMethod, trainer: pl.Trainer
-) -> dict[str, Any]:
-    """Fit (exporting artifacts at fit end) and test the best weights; return the results record."""
-    output_dir = Path(cfg.paths.output_dir)
-    started = time.perf_counter()
-    trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    fit_seconds = time.perf_counter() - started
-    metrics = _scalars(trainer.callback_metrics)
-    checkpoint = trainer.checkpoint_callback
-    best_path = checkpoint.best_model_path if checkpoint is not None else ""
-    if checkpoint is not None and checkpoint.best_model_score is not None:
-        metrics["best/val/acc1"] = float(checkpoint.best_model_score)
-
-    if cfg.get("test"):
-        # The export callback already loaded the best weights into `method` at fit end.
-        trainer.test(method, datamodule=datamodule)
-        metrics.update(_scalars(trainer.callback_metrics))
-        if cfg.get("test_quantized"):
-            from hnd_lightning.evaluate import quantized_test_metrics  # the same path as `evaluate`
-
-            metrics.update(quantized_test_metrics(method, datamodule))
-
-    results = {
-        "status": "ok",
-        "method": method.method_name,
-        "architecture": cfg.model.architecture,
-        "bottleneck_channels": None if method.method_name == "original" else OmegaConf.to_object(cfg.model).get("bottleneck_channels"),
-        "input_size": cfg.model.input_size,
-        "num_classes": cfg.model.num_classes,
-        # bytes per image sent over the link (None for `original`, which sends no bottleneck)
-        "payload": None if method.method_name == "original" else bottleneck_payload(
-            cfg.model.architecture, cfg.model.bottleneck_channels, cfg.model.input_size
-        ),
-        "trainable_parameters": count_parameters(method, trainable_only=True),
-        "fit_seconds": fit_seconds,
-        "epochs": trainer.current_epoch,
-        "best_checkpoint": best_path or None,
-        "artifacts": str(output_dir / "artifacts"),
-        "metrics": metrics,
-    }
-    if hasattr(method, "student_summary"):  # fused HND: best epoch and val/acc1 of every student
-        results["students"] = method.student_summary()
-    if trainer.is_global_zero:
-        log.info("Results: %s", json.dumps(results["metrics"], indent=None))
-    return results
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     if cfg.get("pipeline"):
-        # Multi-stage experiments (experiment=quickstart, experiment=compare); see pipelines.py.
+        # Multi-stage experiments (experiment=quickstart, experiment=compare); see runs/pipeline.py.
         from hydra.core.hydra_config import HydraConfig
-
-        from hnd_lightning.pipelines import run_pipeline
 
         run_pipeline(cfg, HydraConfig.get().overrides.task)
         return None

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from hnd_lightning.methods import FusedHNDMethod
 from hnd_lightning.models import build_teacher
 from hnd_lightning.models.artifacts import load_split_artifacts
-from hnd_lightning.train import build_method, fit_and_test, setup_run
+from hnd_lightning.runs.training import build_method, fit_and_test, setup_run
 
 
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from hnd_lightning.models.quantization import (
     split_parts,
     with_quantized_bottleneck,
 )
-from hnd_lightning.train import train
+from hnd_lightning.runs.training import train
 
 
 @pytest.mark.parametrize(

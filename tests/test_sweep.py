@@ -14,8 +14,8 @@ from conftest import compose_train_config, tiny_overrides
 from PIL import Image
 
 from hnd_lightning import summarize
-from hnd_lightning.sweep import SUMMARY_CSV, SUMMARY_MD, SUMMARY_PNG, bottleneck_payload, write_summary
-from hnd_lightning.train import train
+from hnd_lightning.runs.sweep import SUMMARY_CSV, SUMMARY_MD, SUMMARY_PNG, bottleneck_payload, write_summary
+from hnd_lightning.runs.training import train
 
 
 def run_sweep(sweep_dir: Path, data_root: Path, *overrides: str) -> subprocess.CompletedProcess:

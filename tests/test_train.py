@@ -14,7 +14,7 @@ from conftest import compose_train_config, tiny_overrides
 
 from hnd_lightning.models import build_teacher, split_teacher
 from hnd_lightning.models.artifacts import load_split_artifacts, save_teacher_artifacts
-from hnd_lightning.train import fit_and_test, setup_run, train
+from hnd_lightning.runs.training import fit_and_test, setup_run, train
 
 MODELS = ["densenet169", "densenet201", "resnet152", "inception_v3"]
 METHODS = ["original", "naive", "kd", "hnd"]

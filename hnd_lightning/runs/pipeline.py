@@ -28,8 +28,8 @@ from hydra import compose
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hnd_lightning.models.artifacts import TEACHER_FILE
-from hnd_lightning.sweep import completed_results
-from hnd_lightning.train import train
+from hnd_lightning.runs.record import completed_results
+from hnd_lightning.runs.training import train
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,145 @@
+"""One training run, from a composed `train.yaml` config to its results record.
+
+`train(cfg)` seeds, builds the DataModule, the method (teacher + student) and the Trainer, fits, tests
+the best weights and writes `results.json`. The train command and the multi-stage pipelines both run
+it; every run writes into its run directory (`paths.output_dir`):
+
+    checkpoints/   Lightning checkpoints (`last.ckpt` and the best on val/acc1), for `ckpt_path=...`
+    artifacts/     the deployable head and tail (or teacher) weights and their JSON description
+    tensorboard/   TensorBoard event files
+    results.json   the run's settings and final metrics (`runs.record`)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from hnd_lightning.methods import SplitComputingMethod, count_parameters, fused_method_config
+from hnd_lightning.models import build_teacher
+from hnd_lightning.runs.evaluation import quantized_test_metrics
+from hnd_lightning.runs.record import write_results
+from hnd_lightning.runs.sweep import bottleneck_payload, log_sweep_hparams, refuse_ddp_subprocesses_in_multirun
+
+log = logging.getLogger(__name__)
+
+
+# Frozen teachers and tails are in eval mode on purpose (see SplitComputingMethod.freeze).
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+
+
+def build_method(cfg: DictConfig) -> SplitComputingMethod:
+    """Build the teacher described by `cfg.model` and the LightningModule of `cfg.method` around it."""
+    model_cfg = cfg.model
+    teacher = build_teacher(
+        model_cfg.architecture,
+        model_cfg.num_classes,
+        weights=model_cfg.teacher.weights,
+        checkpoint=model_cfg.teacher.checkpoint,
+    )
+    method_cfg = cfg.method
+    if OmegaConf.is_list(model_cfg.bottleneck_channels):
+        # `model.bottleneck_channels=[3,6,9,12]`: one fused HND run trains a student per size
+        method_cfg = fused_method_config(cfg.method)
+    return instantiate(
+        method_cfg,
+        teacher=teacher,
+        architecture=model_cfg.architecture,
+        num_classes=model_cfg.num_classes,
+        input_size=model_cfg.input_size,
+        bottleneck_channels=model_cfg.bottleneck_channels,
+    )
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    return [instantiate(item) for item in (group or {}).values() if item is not None and "_target_" in item]
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {key: float(value) for key, value in metrics.items() if torch.is_tensor(value) or isinstance(value, (int, float))}
+
+
+def setup_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, SplitComputingMethod, pl.Trainer]:
+    """Seed, then build the DataModule, the method (with its models) and the Trainer of `cfg`."""
+    pl.seed_everything(cfg.seed, workers=True)
+    Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
+    datamodule = instantiate(cfg.data)
+    method = build_method(cfg)
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return datamodule, method, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test and export one run described by a composed `train.yaml` config.
+
+    Returns the contents of `results.json`: settings, trainable parameters, wall time and metrics.
+    """
+    started = time.perf_counter()
+    datamodule, method, trainer = setup_run(cfg)
+    refuse_ddp_subprocesses_in_multirun(trainer)
+    results = fit_and_test(cfg, datamodule, method, trainer)
+    # The job's whole time (models, data and test included), for the sweep summary.
+    results["wall_seconds"] = time.perf_counter() - started
+    if trainer.is_global_zero:
+        write_results(cfg.paths.output_dir, results)
+    log_sweep_hparams(trainer, results)
+    return results
+
+
+def fit_and_test(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, method: SplitComputingMethod, trainer: pl.Trainer
+) -> dict[str, Any]:
+    """Fit (exporting artifacts at fit end) and test the best weights; return the results record."""
+    output_dir = Path(cfg.paths.output_dir)
+    started = time.perf_counter()
+    trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.perf_counter() - started
+    metrics = _scalars(trainer.callback_metrics)
+    checkpoint = trainer.checkpoint_callback
+    best_path = checkpoint.best_model_path if checkpoint is not None else ""
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        metrics["best/val/acc1"] = float(checkpoint.best_model_score)
+
+    if cfg.get("test"):
+        # The export callback already loaded the best weights into `method` at fit end.
+        trainer.test(method, datamodule=datamodule)
+        metrics.update(_scalars(trainer.callback_metrics))
+        if cfg.get("test_quantized"):
+            metrics.update(quantized_test_metrics(method, datamodule))
+
+    results = {
+        "status": "ok",
+        "method": method.method_name,
+        "architecture": cfg.model.architecture,
+        "bottleneck_channels": None if method.method_name == "original" else OmegaConf.to_object(cfg.model).get("bottleneck_channels"),
+        "input_size": cfg.model.input_size,
+        "num_classes": cfg.model.num_classes,
+        # bytes per image sent over the link (None for `original`, which sends no bottleneck)
+        "payload": None if method.method_name == "original" else bottleneck_payload(
+            cfg.model.architecture, cfg.model.bottleneck_channels, cfg.model.input_size
+        ),
+        "trainable_parameters": count_parameters(method, trainable_only=True),
+        "fit_seconds": fit_seconds,
+        "epochs": trainer.current_epoch,
+        "best_checkpoint": best_path or None,
+        "artifacts": str(output_dir / "artifacts"),
+        "metrics": metrics,
+    }
+    if hasattr(method, "student_summary"):  # fused HND: best epoch and val/acc1 of every student
+        results["students"] = method.student_summary()
+    if trainer.is_global_zero:
+        log.info("Results: %s", json.dumps(results["metrics"], indent=None))
+    return results
