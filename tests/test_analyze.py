@@ -13,7 +13,7 @@ import torch
 from conftest import compose_config
 from PIL import Image
 
-from hnd_lightning.analyze import analyze, count_macs
+from hnd_lightning.analysis.roles import analyze
 from hnd_lightning.data import IMAGENET_MEAN, IMAGENET_STD
 from hnd_lightning.models import build_student, build_teacher
 from hnd_lightning.models.artifacts import save_split_artifacts, split_metadata
@@ -32,15 +32,10 @@ def analyze_config(overrides: list[str], output_dir: Path):
     return compose_config("analyze", overrides, output_dir)
 
 
-def test_count_macs_counts_convolutions_and_linear_layers():
-    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, groups=1), torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 10))
-    assert count_macs(module, torch.zeros(5, 3, 4, 4)) == 4 * 4 * 8 * 3 * 9 + 8 * 4 * 4 * 10
-
-
 def test_analyze_both_roles_here_writes_table_json_and_plot(tmp_path, capsys):
     analysis = analyze(analyze_config(TINY, tmp_path))
     written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == ["analysis.json", "analysis.txt", "latency_vs_bandwidth.png", "timings_device.json", "timings_server.json"]
+    assert written == ["analysis.json", "analysis.md", "latency_vs_bandwidth.png", "timings_device.json", "timings_server.json"]
     assert json.loads((tmp_path / "analysis.json").read_text()) == analysis
     with Image.open(tmp_path / "latency_vs_bandwidth.png") as plot:
         assert plot.format == "PNG" and plot.width > 300
@@ -73,9 +68,9 @@ def test_analyze_both_roles_here_writes_table_json_and_plot(tmp_path, capsys):
     assert analysis["latency"]["device"]["settings"] == {"warmup": 1, "repeats": 2, "batch_sizes": [1, 2], "statistic": "median, parts timed in turn"}
 
     table = capsys.readouterr().out
-    assert table == (tmp_path / "analysis.txt").read_text()
+    assert table == (tmp_path / "analysis.md").read_text()
     assert "HND bottleneck 3 x 5 x 5" in table and "median of 2 runs after 1 warm-up" in table
-    bandwidth_rows = [line for line in table.splitlines() if line.split() and line.split()[0] in {"1", "3", "10", "30", "100"}]
+    bandwidth_rows = [line for line in table.splitlines() if line.split("|")[1:2] and line.split("|")[1].strip() in {"1", "3", "10", "30", "100"}]
     assert len(bandwidth_rows) == 5 and all(line.count("*") == 1 for line in bandwidth_rows)  # one fastest each
 
 
