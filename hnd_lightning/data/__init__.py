@@ -7,19 +7,24 @@ from hnd_lightning.data.imagefolder import (
     IMAGENET_STD,
     ImageFolderDataModule,
     eval_transform,
-    stratified_holdout,
     train_transform,
 )
+from hnd_lightning.data.images import BadImageError, load_rgb, to_rgb
+from hnd_lightning.data.splits import class_interleaved_order, stratified_holdout
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "BadImageError",
     "BundledDataModule",
     "Caltech101DataModule",
     "ImageFolderDataModule",
+    "class_interleaved_order",
     "eval_transform",
+    "load_rgb",
     "materialize_image_folder",
     "per_class_split",
     "stratified_holdout",
+    "to_rgb",
     "train_transform",
 ]

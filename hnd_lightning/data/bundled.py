@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from hnd_lightning.data.imagefolder import ImageFolderDataModule
+from hnd_lightning.files import atomic_write_text, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -32,32 +33,59 @@ def archive_digest(archive: Path = ARCHIVE) -> str:
     return hashlib.sha256(archive.read_bytes()).hexdigest()[:16]
 
 
+def lock_path(root: Path) -> Path:
+    """The lock file that serializes materializing `root` between processes."""
+    return root.parent / f".{root.name}.lock"
+
+
+def _is_complete(root: Path, digest: str) -> bool:
+    marker = root / MARKER
+    return marker.is_file() and marker.read_text().strip() == digest
+
+
 def materialize_image_folder(root: Path, archive: Path = ARCHIVE) -> Path:
     """Write the archive's images as `root/train/<class>/*.png` and `root/val/<class>/*.png`, once.
 
-    A marker holding the archive's digest makes later calls free; a partial earlier attempt is
-    replaced, since files are written to a temporary folder first and moved into place at the end.
+    A marker holding the archive's digest makes later calls free. Processes that start together
+    (two quickstarts, DDP ranks, a sweep's jobs) take a file lock beside `root`: one writes, the others
+    wait and then reuse its folder. Files are written to a staging folder and moved into place at the
+    end, so a killed attempt never leaves a partial `root`; its staging folder is removed by the next.
     """
+    root = Path(root)
     digest = archive_digest(archive)
-    marker = root / MARKER
-    if marker.is_file() and marker.read_text().strip() == digest:
+    if _is_complete(root, digest):
         return root
+    with file_lock(lock_path(root)):
+        if _is_complete(root, digest):
+            log.info("Bundled dataset at %s was written by another process; reusing it", root)
+            return root
+        staging_prefix = f".staging-{root.name}-"
+        for stale in root.parent.glob(staging_prefix + "*"):  # left by a killed attempt; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=staging_prefix, dir=root.parent))
+        try:
+            _write_pngs(staging, archive)
+            atomic_write_text(staging / MARKER, digest)
+            os.chmod(staging, 0o755)  # mkdtemp makes it private; the dataset is for every user
+            if root.exists():
+                shutil.rmtree(root)
+            os.replace(staging, root)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    log.info("Bundled dataset written to %s", root)
+    return root
+
+
+def _write_pngs(folder: Path, archive: Path) -> None:
     arrays = np.load(archive)
     classes = [str(name) for name in arrays["classes"]]
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root.parent))
     for split, prefix in (("train", "train"), ("val", "test")):
         images, labels = arrays[f"{prefix}_images"], arrays[f"{prefix}_labels"]
         for name in classes:
-            (staging / split / name).mkdir(parents=True)
+            (folder / split / name).mkdir(parents=True)
         for index, (pixels, label) in enumerate(zip(images, labels)):
-            Image.fromarray(pixels, mode="L").save(staging / split / classes[label] / f"{index:05d}.png")
-    (staging / MARKER).write_text(digest)
-    if root.exists():
-        shutil.rmtree(root)
-    os.replace(staging, root)
-    log.info("Bundled dataset written to %s", root)
-    return root
+            Image.fromarray(pixels, mode="L").save(folder / split / classes[label] / f"{index:05d}.png")
 
 
 class BundledDataModule(ImageFolderDataModule):

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch.utils.data import Dataset, Subset
-from torchvision import datasets
 
 from hnd_lightning.data.imagefolder import ImageFolderDataModule
+from hnd_lightning.data.images import CheckedImageFolder
 
 BACKGROUND_CLASS = "BACKGROUND_Google"
-
-
-class _CategoryFolder(datasets.ImageFolder):
-    """ImageFolder over the category folders minus the excluded ones (the clutter class by default)."""
-
-    def __init__(self, root: str, transform, excluded: Sequence[str]) -> None:
-        self._excluded = set(excluded)
-        super().__init__(root, transform=transform)
-
-    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        classes = sorted(
-            entry.name for entry in Path(directory).iterdir() if entry.is_dir() and entry.name not in self._excluded
-        )
-        return classes, {name: index for index, name in enumerate(classes)}
 
 
 def per_class_split(targets: Sequence[int], fractions: Sequence[float], seed: int) -> list[list[int]]:
@@ -84,8 +69,9 @@ class Caltech101DataModule(ImageFolderDataModule):
             )
 
     def build_splits(self, train_tf, eval_tf) -> tuple[Dataset, Dataset, Dataset, list[str]]:
-        train_view = _CategoryFolder(str(self.root), train_tf, self.exclude)
-        eval_view = _CategoryFolder(str(self.root), eval_tf, self.exclude)
+        # The category folders minus the excluded ones (the clutter class by default).
+        train_view = CheckedImageFolder(str(self.root), train_tf, self.bad_image_record, excluded=self.exclude)
+        eval_view = CheckedImageFolder(str(self.root), eval_tf, self.bad_image_record, excluded=self.exclude)
         train_indices, val_indices, test_indices = per_class_split(train_view.targets, self.split, self.seed)
         return (
             Subset(train_view, train_indices),

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision import datasets, transforms
+from torchvision import transforms
+
+from hnd_lightning.data.images import (
+    ON_BAD_IMAGE_CHOICES,
+    BadImageRecord,
+    CheckedImageFolder,
+    DropUnreadable,
+    ReplaceUnreadable,
+)
+from hnd_lightning.data.splits import class_interleaved, stratified_holdout
 
 log = logging.getLogger(__name__)
 
@@ -56,32 +64,14 @@ def layout_help(root: Path, train_dir: str, test_dir: str) -> str:
     )
 
 
-def stratified_holdout(targets: Sequence[int], holdout: float | int, seed: int) -> tuple[list[int], list[int]]:
-    """Split sample indices into (train, holdout), drawing the hold-out per class with a fixed seed.
-
-    `holdout` is a fraction of each class (0 < holdout < 1) or a number of images per class (>= 1).
-    """
-    by_class: dict[int, list[int]] = defaultdict(list)
-    for index, target in enumerate(targets):
-        by_class[target].append(index)
-    generator = torch.Generator().manual_seed(seed)
-    train_indices: list[int] = []
-    holdout_indices: list[int] = []
-    for target in sorted(by_class):
-        indices = by_class[target]
-        order = torch.randperm(len(indices), generator=generator).tolist()
-        count = round(holdout * len(indices)) if holdout < 1 else int(holdout)
-        count = min(max(count, 1), len(indices) - 1)
-        holdout_indices += [indices[i] for i in order[:count]]
-        train_indices += [indices[i] for i in order[count:]]
-    return sorted(train_indices), sorted(holdout_indices)
-
-
 class ImageFolderDataModule(pl.LightningDataModule):
     """Train / hold-out validation / test loaders over `root/<train_dir>` and `root/<test_dir>`.
 
     Model selection uses a seeded, per-class hold-out of the training images (`holdout`), so the test
-    set (for ImageNet the official validation set) is only used for the final test.
+    set (for ImageNet the official validation set) is only used for the final test. Validation and test
+    images come in a seeded class-interleaved order (`class_interleaved_order`): any prefix of them is a
+    stratified sample, and the full sets are unchanged. `on_bad_image` ("error" or "skip") decides what
+    an unreadable image does (see `hnd_lightning.data.images`); `bad_images` lists the skipped ones.
     Batches are (images (N, 3, input_size, input_size) float32 normalized, labels (N,) int64).
     """
 
@@ -102,8 +92,14 @@ class ImageFolderDataModule(pl.LightningDataModule):
         persistent_workers: bool = False,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        on_bad_image: str = "error",
     ) -> None:
         super().__init__()
+        if on_bad_image not in ON_BAD_IMAGE_CHOICES:
+            raise ValueError(
+                f"data.on_bad_image={on_bad_image!r} is not one of {list(ON_BAD_IMAGE_CHOICES)}: 'error' stops at the "
+                f"first unreadable image (naming it), 'skip' leaves unreadable images out and lists them."
+            )
         if root is None:
             raise ValueError("data.root is not set. " + layout_help(Path("<root>"), train_dir, test_dir))
         if not 0 < holdout:
@@ -123,6 +119,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.mean = tuple(mean)
         self.std = tuple(std)
+        self.on_bad_image = on_bad_image
+        self.bad_image_record: BadImageRecord | None = None
         self.classes: list[str] = []
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -158,9 +156,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 "Bad dataset root: " + "; ".join(problems) + ".\n" + layout_help(self.root, self.train_dir, self.test_dir)
             )
 
-    def _image_folder(self, split: str, transform) -> datasets.ImageFolder:
+    def _image_folder(self, split: str, transform) -> CheckedImageFolder:
         try:
-            return datasets.ImageFolder(str(self.root / split), transform=transform)
+            return CheckedImageFolder(str(self.root / split), transform, self.bad_image_record)
         except (FileNotFoundError, RuntimeError) as error:
             raise FileNotFoundError(f"{error}\n" + layout_help(self.root, self.train_dir, self.test_dir)) from error
 
@@ -168,9 +166,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if self.train_set is not None:
             return
         self.check_layout()
+        if self.on_bad_image == "skip":
+            self.bad_image_record = BadImageRecord.temporary(owner=self)
         train_tf = train_transform(self.input_size, self.resize_size, self.mean, self.std)
         eval_tf = eval_transform(self.input_size, self.resize_size, self.mean, self.std)
-        self.train_set, self.val_set, self.test_set, self.classes = self.build_splits(train_tf, eval_tf)
+        self.train_set, val_set, test_set, self.classes = self.build_splits(train_tf, eval_tf)
+        self.val_set, self.test_set = class_interleaved(val_set, self.seed), class_interleaved(test_set, self.seed)
         log.info(
             "Data %s: %d train, %d validation, %d test images, %d classes",
             self.root, len(self.train_set), len(self.val_set), len(self.test_set), len(self.classes),
@@ -185,24 +186,42 @@ class ImageFolderDataModule(pl.LightningDataModule):
         test_set = self._image_folder(self.test_dir, eval_tf)
         return Subset(train_view, train_indices), Subset(holdout_view, holdout_indices), test_set, train_view.classes
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
+    @property
+    def bad_images(self) -> list[str]:
+        """Paths of the images skipped as unreadable so far (`on_bad_image=skip`), sorted, each once.
+
+        Read in the main process; it includes what DataLoader workers skipped. Under DDP each rank lists
+        what it read itself.
+        """
+        return self.bad_image_record.paths() if self.bad_image_record is not None else []
+
+    def teardown(self, stage: str | None = None) -> None:
+        if self.bad_images:
+            log.warning(
+                "%d unreadable images were skipped (data.on_bad_image=skip), e.g. %s",
+                len(self.bad_images), self.bad_images[:3],
+            )
+
+    def _loader(self, dataset: Dataset, batch_size: int, training: bool) -> DataLoader:
+        skipping = self.bad_image_record is not None
         return DataLoader(
-            dataset,
+            ReplaceUnreadable(dataset) if skipping and training else dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=training,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
-            drop_last=drop_last,
+            # A last training batch of one image breaks batch norm on 1x1 feature maps; drop it.
+            drop_last=training and len(dataset) > batch_size,
+            collate_fn=DropUnreadable(self.input_size) if skipping and not training else None,
         )
 
     def train_dataloader(self) -> DataLoader:
-        # A last training batch of one image breaks batch norm on 1x1 feature maps; drop it.
-        drop_last = len(self.train_set) > self.batch_size
-        return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=drop_last)
+        return self._loader(self.train_set, self.batch_size, training=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.val_set, self.eval_batch_size, training=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.test_set, self.eval_batch_size, training=False)
+
