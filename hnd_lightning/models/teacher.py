@@ -14,7 +14,7 @@ from hnd_lightning.models.architectures import Architecture, get_architecture
 
 log = logging.getLogger(__name__)
 
-TEACHER_WEIGHT_CHOICES = ("imagenet", None)
+TEACHER_WEIGHT_CHOICES = ("imagenet", "bundled", None)
 
 
 class TeacherWeightsUnavailable(RuntimeError):
@@ -112,6 +112,7 @@ def build_teacher(
     num_classes: int,
     weights: str | None = None,
     checkpoint: str | Path | None = None,
+    input_size: int | None = None,
 ) -> nn.Module:
     """Build a torchvision teacher classifier.
 
@@ -119,8 +120,11 @@ def build_teacher(
         architecture: one of `ARCHITECTURES` (e.g. "densenet169").
         num_classes: classifier outputs. With ImageNet weights and a number other than 1000, the
             classifier is replaced by a freshly initialized one (fine-tune it with `method=original`).
-        weights: "imagenet" for torchvision's ImageNet weights, or None for random weights.
+        weights: "imagenet" for torchvision's ImageNet weights, "bundled" for the teacher shipped with
+            the package (DenseNet-169, bundled data, 32 x 32; see `models.bundled_teacher`), or None
+            for random weights.
         checkpoint: teacher weights written by this project (`method=original`); wins over `weights`.
+        input_size: the run's input side; checked against the bundled teacher's (ignored otherwise).
 
     Returns:
         The teacher in eval mode, mapping (N, 3, H, W) images to (N, num_classes) logits.
@@ -128,7 +132,7 @@ def build_teacher(
     spec = get_architecture(architecture)
     if weights not in TEACHER_WEIGHT_CHOICES:
         raise ValueError(
-            f"Unknown teacher weights {weights!r}. Allowed: 'imagenet' or null; for a teacher trained "
+            f"Unknown teacher weights {weights!r}. Allowed: 'imagenet', 'bundled' or null; for a teacher trained "
             f"by this project use `model.teacher.checkpoint=PATH`."
         )
     if not isinstance(num_classes, int) or num_classes < 1:
@@ -150,6 +154,11 @@ def build_teacher(
                 f"{num_classes} classes: {error}"
             ) from error
         log.info("Loaded teacher weights from %s", checkpoint)
+    elif weights == "bundled":
+        from hnd_lightning.models.bundled_teacher import load_bundled_state_dict
+
+        teacher.load_state_dict(load_bundled_state_dict(architecture, num_classes, input_size), strict=True)
+        log.info("Loaded the bundled teacher (%s, %d classes)", architecture, num_classes)
     elif use_imagenet:
         state_dict = _load_imagenet_state_dict(spec)
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith("AuxLogits.")}

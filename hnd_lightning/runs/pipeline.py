@@ -1,46 +1,53 @@
-"""Multi-stage workflows run by `python -m hnd_lightning.train experiment=<name>`.
+"""Multi-stage experiments run by `python -m hnd_lightning.train experiment=<name>`.
 
-An experiment config with a `pipeline` block runs its `stages` in order, each a full training run
-of one method composed from the real `train.yaml` (plus the stage's `config` overrides):
+An experiment config with a `pipeline` block gets its teacher (`runs.teachers`: the bundled one, or
+one trained here), then runs its student `stages` in order, each a full training run composed from
+the real `train.yaml` plus the stage's `config`, once per seed of `pipeline.seeds`, into
+`<run dir>/<stage>/` (`<run dir>/<stage>/seed<S>/` with several seeds). At the end it writes into the
+run directory:
 
-- a stage with `method: original` trains the teacher; it is stored under
-  `pipeline.teacher_root/<architecture>-<digest of its settings>/` and reused by later runs with the
-  same settings unless `pipeline.retrain_teacher=true`;
-- every other stage trains a student from that teacher (`model.teacher.checkpoint`) into
-  `<run dir>/<stage>/`.
+    <name>.md / .csv / .json    one row per stage (mean and standard deviation over seeds), the
+                                teacher first; `<name>_runs.json` every run's own row
+    <name>.png                  the experiment's figure (`pipeline.figure`: quickstart, compare, bottlenecks)
+    split_inference.json        (with `pipeline.split_inference.num_images` > 0) the first student's
+                                split measured over loopback: device client -> edge server
 
-At the end a results table is printed and written as `<pipeline name>.md`, `.csv` and `.json` into
-the run directory: top-1/top-5, trainable parameters, wall time (total and per epoch) of each stage
-and the payload each student sends per image.
+`pipeline.epoch_curve=true` tests every run after each epoch (`callbacks.EpochTestCurve`), which
+`compare.png` draws as test top-1 against training time.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import logging
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hnd_lightning.models.artifacts import TEACHER_FILE
-from hnd_lightning.runs.record import completed_results
+from hnd_lightning.callbacks.test_curve import CURVE_FILE
+from hnd_lightning.files import write_json
+from hnd_lightning.reporting import pipeline_figures
+from hnd_lightning.reporting.tables import write_table_files
+from hnd_lightning.runs import pipeline_rows
+from hnd_lightning.runs.record import write_results
+from hnd_lightning.runs.teachers import Teacher, test_bundled_teacher, trained_teacher
 from hnd_lightning.runs.training import train
 
 log = logging.getLogger(__name__)
 
-def _without_method_choice(overrides: Sequence[str]) -> list[str]:
-    """Drop `method=...` group choices from `overrides`: each stage picks its own method."""
-    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "method"]
+
+def _without_group_choices(overrides: Sequence[str], groups: Sequence[str] = ("method", "seed")) -> list[str]:
+    """Drop `method=...` and `seed=...` from `overrides`: the pipeline sets each stage's own."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return [text for text, override in zip(overrides, parsed) if override.key_or_group not in groups]
 
 
 def compose_stage(overrides: Sequence[str], method: str, updates: DictConfig | None, output_dir: Path) -> DictConfig:
     """Compose `train.yaml` with the run's overrides, the stage's method and its config updates."""
-    cfg = compose(config_name="train", overrides=[*_without_method_choice(overrides), f"method={method}"])
+    cfg = compose(config_name="train", overrides=[*_without_group_choices(overrides), f"method={method}"])
     if updates is not None:
         cfg = OmegaConf.merge(cfg, updates)
     with open_dict(cfg):
@@ -49,119 +56,89 @@ def compose_stage(overrides: Sequence[str], method: str, updates: DictConfig | N
     return cfg
 
 
-def teacher_digest(cfg: DictConfig) -> str:
-    """Digest of everything that shapes a trained teacher (model, data, method, trainer, seed)."""
-    settings = OmegaConf.to_container(cfg, resolve=True)
-    settings["model"]["teacher"].pop("checkpoint", None)
-    settings["model"].pop("bottleneck_channels", None)
-    settings["trainer"].pop("default_root_dir", None)
-    settings["data"].pop("num_workers", None)
-    relevant = {key: settings[key] for key in ("model", "data", "method", "trainer", "seed")}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:10]
+def get_teacher(spec: DictConfig, overrides: Sequence[str], run_dir: Path) -> Teacher:
+    """The bundled teacher, tested here; or (`pipeline.train_teacher=true`) one trained or reused from the cache."""
+    method, updates = (spec.teacher.method, spec.teacher.get("config")) if spec.train_teacher else ("original", None)
+    cfg = compose_stage(overrides, method, updates, run_dir / "teacher")
+    with open_dict(cfg):
+        cfg.model.bottleneck_channels = None  # the unmodified teacher sends no bottleneck
+        cfg.test_quantized = False
+    if spec.train_teacher:
+        return trained_teacher(cfg, Path(spec.teacher_root), spec.retrain_teacher)
+    return test_bundled_teacher(cfg)
 
 
-def _stage_row(stage: str, results: dict[str, Any], seconds: float, reused: bool) -> dict[str, Any]:
-    metrics = results["metrics"]
-    epochs = max(int(results.get("epochs") or 0), 1)
-    row = {
-        "stage": stage,
-        "method": results["method"],
-        "architecture": results["architecture"],
-        "bottleneck_channels": results.get("bottleneck_channels"),
-        "test_acc1": metrics.get("test/acc1"),
-        "test_acc5": metrics.get("test/acc5"),
-        "best_val_acc1": metrics.get("best/val/acc1"),
-        "trainable_parameters": results["trainable_parameters"],
-        "epochs": epochs,
-        "wall_seconds": round(seconds, 1),
-        "seconds_per_epoch": round(results["fit_seconds"] / epochs, 1),
-        "reused": reused,
-    }
-    sent = results.get("payload")  # None for the teacher, which sends no bottleneck
-    if sent:
-        row["payload_shape"] = "x".join(str(side) for side in sent["bottleneck_shape"])
-        row.update({f"payload_{key}": value for key, value in sent.items() if key != "bottleneck_shape"})
-    return row
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
-
-
-def _round(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    header = (
-        "| stage | method | test top-1 % | test top-5 % | trainable params | wall time s | s / epoch "
-        "| bottleneck | payload float32 B | payload 8-bit B | input uint8 B | 8-bit % of input |\n"
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n"
-    )
-    lines = []
-    for row in rows:
-        reused = " (reused)" if row["reused"] else ""
-        lines.append(
-            f"| {row['stage']} | {row['method']} | {_percent(row['test_acc1'])} | {_percent(row['test_acc5'])} "
-            f"| {row['trainable_parameters']:,} | {row['wall_seconds']}{reused} | {row['seconds_per_epoch']} "
-            f"| {row.get('payload_shape', '-')} | {row.get('payload_bytes_float32', '-')} "
-            f"| {row.get('payload_bytes_uint8', '-')} | {row.get('payload_input_bytes_uint8', '-')} "
-            f"| {_round(row.get('payload_percent_of_input'))} |"
-        )
-    return header + "\n".join(lines) + "\n"
-
-
-def write_tables(run_dir: Path, name: str, rows: list[dict[str, Any]]) -> str:
-    """Write `<name>.md`, `<name>.csv` and `<name>.json` into `run_dir`; return the markdown."""
-    table = markdown_table(rows)
-    teacher = next((row for row in rows if row["method"] == "original"), None)
-    notes = []
-    for row in rows:
-        if teacher and row["method"] != "original" and row["test_acc1"] is not None and teacher["test_acc1"] is not None:
-            gap = 100 * (row["test_acc1"] - teacher["test_acc1"])
-            notes.append(f"- {row['stage']}: {abs(gap):.2f} points top-1 {'above' if gap > 0 else 'below'} the teacher")
-    markdown = table + ("\n" + "\n".join(notes) + "\n" if notes else "")
-    (run_dir / f"{name}.md").write_text(markdown)
-    (run_dir / f"{name}.json").write_text(json.dumps(rows, indent=2))
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(run_dir / f"{name}.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    return markdown
+def run_student(stage_cfg: DictConfig, teacher: Teacher, seed: int, epoch_curve: bool) -> dict[str, Any]:
+    """Train one student run from `teacher` with `seed`; record the teacher in its results.json."""
+    with open_dict(stage_cfg):
+        stage_cfg.seed = seed
+        stage_cfg.model.teacher.weights = teacher.model_teacher["weights"]
+        stage_cfg.model.teacher.checkpoint = teacher.model_teacher["checkpoint"]
+        if epoch_curve:
+            stage_cfg.callbacks.epoch_test_curve = {
+                "_target_": "hnd_lightning.callbacks.EpochTestCurve", "dirpath": stage_cfg.paths.output_dir,
+            }
+    results = train(stage_cfg)
+    results["teacher"] = teacher.identity
+    write_results(stage_cfg.paths.output_dir, results)
+    return results
 
 
 def run_pipeline(cfg: DictConfig, overrides: Sequence[str]) -> list[dict[str, Any]]:
-    """Run `cfg.pipeline.stages` in order (see module docstring); return one table row per stage."""
+    """Run `cfg.pipeline` (see module docstring); return the table's rows, teacher first."""
     spec = cfg.pipeline
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    teacher_checkpoint: Path | None = None
-    rows = []
+    teacher = get_teacher(spec, overrides, run_dir)
+    seeds = list(spec.seeds)
+    runs: list[dict[str, Any]] = []
+    curves: dict[str, list[list[dict[str, Any]]]] = {}
+    stage_cfg = None
     for stage, stage_spec in spec.stages.items():
-        stage_cfg = compose_stage(overrides, stage_spec.method, stage_spec.get("config"), run_dir / stage)
-        started = time.perf_counter()
-        if stage_spec.method == "original":
-            teacher_dir = Path(spec.teacher_root) / f"{stage_cfg.model.architecture}-{teacher_digest(stage_cfg)}"
-            teacher_checkpoint = teacher_dir / "artifacts" / TEACHER_FILE
-            finished = completed_results(teacher_dir) is not None and teacher_checkpoint.is_file()
-            reused = finished and not spec.retrain_teacher
-            stage_cfg.paths.output_dir = str(teacher_dir)
-            if reused:
-                log.info("Reusing the teacher in %s (pipeline.retrain_teacher=true retrains it)", teacher_dir)
-                results = completed_results(teacher_dir)
-            else:
-                log.info("Stage %s: training the teacher into %s", stage, teacher_dir)
-                results = train(stage_cfg)
-        else:
-            if teacher_checkpoint is None:
-                raise ValueError(f"Pipeline stage {stage!r} needs a teacher: put a `method: original` stage before it.")
-            stage_cfg.model.teacher.checkpoint = str(teacher_checkpoint)
-            log.info("Stage %s: %s student from %s", stage, stage_spec.method, teacher_checkpoint)
-            results = train(stage_cfg)
-            reused = False
-        seconds = results["fit_seconds"] if reused else time.perf_counter() - started
-        rows.append(_stage_row(stage, results, seconds, reused))
-    markdown = write_tables(run_dir, spec.name, rows)
-    print(f"\n{spec.name} results ({run_dir}):\n\n{markdown}")
+        for seed in seeds:
+            output_dir = run_dir / stage / (f"seed{seed}" if len(seeds) > 1 else "")
+            stage_cfg = compose_stage(overrides, stage_spec.method, stage_spec.get("config"), output_dir)
+            log.info("Stage %s (seed %d): %s student into %s", stage, seed, stage_spec.method, output_dir)
+            results = run_student(stage_cfg, teacher, seed, spec.epoch_curve)
+            runs += pipeline_rows.student_rows(stage, seed, results)
+            if spec.epoch_curve and (output_dir / CURVE_FILE).is_file():
+                curves.setdefault(stage_spec.method, []).append(pipeline_rows.read_json(output_dir / CURVE_FILE))
+    teacher_row = {"stage": "teacher", **teacher.row}
+    rows = [teacher_row, *pipeline_rows.aggregate(runs)]
+    if spec.split_inference.num_images > 0 and runs:
+        rows[1].update(measure_split(spec, Path(runs[0]["artifacts"]), run_dir))
+    notes = pipeline_rows.notes(rows, curves)
+    write_json(run_dir / f"{spec.name}_runs.json", runs)
+    paths = write_table_files(
+        run_dir, spec.name, rows, pipeline_rows.columns(rows), title=f"{spec.name} results", notes=notes,
+    )
+    draw_figure(spec, run_dir, rows, curves, stage_cfg.data if stage_cfg is not None else None)
+    print(f"\n{spec.name} results ({run_dir}):\n\n{paths['md'].read_text()}")
     return rows
+
+
+def measure_split(spec: DictConfig, artifacts: Path, run_dir: Path) -> dict[str, Any]:
+    """Run the split over loopback (device client -> edge server on this machine) on test images."""
+    from hnd_lightning.runtime.loopback import measure_split_over_loopback
+
+    measured = measure_split_over_loopback(
+        artifacts, num_images=spec.split_inference.num_images, protocol=spec.split_inference.protocol,
+    )
+    write_json(run_dir / "split_inference.json", measured)
+    return pipeline_rows.split_inference_columns(measured)
+
+
+def draw_figure(
+    spec: DictConfig, run_dir: Path, rows: list[dict[str, Any]], curves: dict[str, Any], data_cfg: DictConfig | None
+) -> None:
+    """`<name>.png` as `pipeline.figure` names it (see `reporting.pipeline_figures`)."""
+    teacher, students = rows[0], rows[1:]
+    path = run_dir / f"{spec.name}.png"
+    if spec.figure == "quickstart":
+        pipeline_figures.quickstart_figure(path, teacher, students)
+    elif spec.figure == "compare" and curves:
+        pipeline_figures.compare_figure(path, curves, teacher.get("test_acc1"))
+    elif spec.figure == "bottlenecks":
+        input_bytes = students[0]["payload_input_bytes"] if students else 0
+        jpeg = pipeline_rows.mean_jpeg_bytes(data_cfg) if data_cfg is not None else None
+        pipeline_figures.bottlenecks_figure(path, students, teacher.get("test_acc1"), input_bytes, jpeg)

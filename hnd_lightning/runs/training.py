@@ -45,6 +45,7 @@ def build_method(cfg: DictConfig) -> SplitComputingMethod:
         model_cfg.num_classes,
         weights=model_cfg.teacher.weights,
         checkpoint=model_cfg.teacher.checkpoint,
+        input_size=model_cfg.input_size,
     )
     method_cfg = cfg.method
     if OmegaConf.is_list(model_cfg.bottleneck_channels):

@@ -1,0 +1,160 @@
+"""The rows of a pipeline's table: one per student run, then mean and standard deviation over seeds."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+from hnd_lightning.reporting.tables import Column, percent
+
+ACCURACIES = ("test_acc1", "test_acc5", "test_q8_acc1", "best_val_acc1")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _payload(architecture: str, bottleneck_channels: int, input_size: int) -> dict[str, Any]:
+    from hnd_lightning.runs.sweep import bottleneck_payload
+
+    sent = bottleneck_payload(architecture, bottleneck_channels, input_size)
+    return {
+        "payload_shape": "x".join(str(side) for side in sent["bottleneck_shape"]),
+        "payload_bytes_float32": sent["bytes_float32"],
+        "payload_bytes_uint8": sent["bytes_uint8"],
+        "payload_input_bytes": sent["input_bytes_uint8"],
+        "payload_percent_of_input": sent["percent_of_input"],
+    }
+
+
+def student_rows(stage: str, seed: int, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per student of a run's results.json (a fused run has one per bottleneck size)."""
+    metrics = results["metrics"]
+    sizes = results["bottleneck_channels"]
+    fused = isinstance(sizes, list)
+    epochs = max(int(results.get("epochs") or 0), 1)
+    rows = []
+    for size in sizes if fused else [sizes]:
+        key = f"b{size}/" if fused else ""
+        rows.append(
+            {
+                "stage": f"{stage} B={size}" if fused else stage,
+                "method": results["method"],
+                "seed": seed,
+                "bottleneck_channels": size,
+                "test_acc1": metrics.get(f"test/{key}acc1"),
+                "test_acc5": metrics.get(f"test/{key}acc5"),
+                "test_q8_acc1": metrics.get(f"test_q8/{key}acc1"),
+                "best_val_acc1": (results.get("students") or {}).get(f"b{size}", {}).get("best_val_acc1") if fused
+                else metrics.get("best/val/acc1"),
+                "trainable_parameters": results["trainable_parameters"],
+                "epochs": epochs,
+                "wall_seconds": round(results["wall_seconds"], 1),
+                "seconds_per_epoch": round(results["fit_seconds"] / epochs, 1),
+                "artifacts": str(Path(results["artifacts"]) / f"b{size}") if fused else results["artifacts"],
+                **_payload(results["architecture"], size, results["input_size"]),
+            }
+        )
+    return rows
+
+
+def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per stage: the first run's settings, accuracies and times as the mean over seeds, with
+    `<key>_std` (sample standard deviation, 0 for one seed) and the seeds listed."""
+    stages: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        stages.setdefault(run["stage"], []).append(run)
+    rows = []
+    for stage_runs in stages.values():
+        row = {key: value for key, value in stage_runs[0].items() if key not in ("seed", "artifacts")}
+        row["seeds"] = [run["seed"] for run in stage_runs]
+        for key in (*ACCURACIES, "wall_seconds", "seconds_per_epoch"):
+            values = [run[key] for run in stage_runs if run.get(key) is not None]
+            row[key] = statistics.fmean(values) if values else None
+            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+        rows.append(row)
+    return rows
+
+
+def _mean_std(key: str):
+    def cell(row: dict[str, Any]) -> str | None:
+        if row.get(key) is None:
+            return None
+        spread = row.get(f"{key}_std")
+        return percent(row[key]) + (f" ± {percent(spread)}" if spread and len(row.get("seeds", [])) > 1 else "")
+
+    return cell
+
+
+def columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
+    """The markdown columns; the 8-bit and loopback columns only when some row has them."""
+    columns = [
+        Column("stage"),
+        Column("method"),
+        Column("test_acc1", "test top-1 %", value=_mean_std("test_acc1")),
+    ]
+    if any(row.get("test_q8_acc1") is not None for row in rows):
+        columns.append(Column("test_q8_acc1", "8-bit link top-1 %", value=_mean_std("test_q8_acc1")))
+    columns += [
+        Column("test_acc5", "test top-5 %", value=_mean_std("test_acc5")),
+        Column("trainable_parameters", "trainable params", format=","),
+        Column("epochs"),
+        Column("wall_seconds", "wall time s", format=".1f"),
+        Column("seconds_per_epoch", "s / epoch", format=".1f"),
+        Column("payload_shape", "bottleneck"),
+        Column("payload_bytes_float32", "float32 B / image"),
+        Column("payload_bytes_uint8", "8-bit B / image"),
+        Column("payload_input_bytes", "input uint8 B"),
+    ]
+    if any(row.get("split_end_to_end_ms_p50") is not None for row in rows):
+        columns += [
+            Column("split_end_to_end_ms_p50", "loopback split ms (p50)", format=".2f"),
+            Column("split_predictions_match", "= in-process"),
+        ]
+    return columns
+
+
+def notes(rows: Sequence[dict[str, Any]], curves: dict[str, list[list[dict[str, Any]]]]) -> list[str]:
+    """Plain sentences under the table: each student against the teacher, and (with epoch curves)
+    each method's accuracy at the training time the fastest method needed."""
+    teacher = rows[0]
+    lines = []
+    for row in rows[1:]:
+        if teacher.get("test_acc1") is not None and row.get("test_acc1") is not None:
+            gap = 100 * (row["test_acc1"] - teacher["test_acc1"])
+            seeds = f" (mean of {len(row['seeds'])} seeds)" if len(row.get("seeds", [])) > 1 else ""
+            lines.append(f"- {row['stage']}: {abs(gap):.2f} points top-1 {'above' if gap > 0 else 'below'} the teacher{seeds}")
+        if row.get("test_q8_acc1") is not None and row.get("test_acc1") is not None:
+            lines.append(f"- {row['stage']}: the 8-bit link changes top-1 by {100 * (row['test_q8_acc1'] - row['test_acc1']):+.2f} points")
+    if curves:
+        budget = min(statistics.fmean(run[-1]["train_seconds"] for run in runs) for runs in curves.values())
+        for method, runs in curves.items():
+            at_budget = statistics.fmean(accuracy_at(run, budget) for run in runs)
+            lines.append(f"- at equal training time ({budget:.0f} s): {method} {100 * at_budget:.2f} % test top-1 (mean over seeds, last epoch finished by then)")
+    return lines
+
+
+def accuracy_at(curve: Sequence[dict[str, Any]], seconds: float) -> float:
+    """Test top-1 of the last epoch that had finished after `seconds` of training."""
+    reached = [point for point in curve if point["train_seconds"] <= seconds + 1e-9]
+    return reached[-1]["test_acc1"]
+
+
+def split_inference_columns(measured: dict[str, Any]) -> dict[str, Any]:
+    """The loopback measurement's headline numbers for the table row of the student it ran."""
+    return {
+        "split_end_to_end_ms_p50": measured.get("end_to_end_ms", {}).get("p50"),
+        "split_predictions_match": measured.get("predictions_match"),
+    }
+
+
+def mean_jpeg_bytes(data_cfg: Any, num_images: int = 64, quality: int = 90) -> float:
+    """Mean JPEG size (quality 90) of test images as the model sees them (resized and center-cropped)."""
+    from omegaconf import OmegaConf
+
+    from hnd_lightning.analysis.payload import jpeg_bytes, real_images
+
+    images, _ = real_images(OmegaConf.create({"data": data_cfg, "payload": {"num_images": num_images}}), data_cfg.input_size, data_cfg.resize_size)
+    return statistics.fmean(jpeg_bytes(image, quality) for image in images)
