@@ -1,0 +1,134 @@
+"""The parts a split runtime runs, loaded from a finished run: which models, which teacher, which runner.
+
+    find_split_artifacts(artifacts)  -> {"server": folder} or {"server_b3": folder/b3, ...} (fused run)
+    load_teacher(spec, artifacts)    -> the whole teacher for full offloading / all-on-device, or None
+    TorchRunner / OnnxRunner         -> numpy arrays in, numpy logits out, on cpu or cuda
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from hnd_lightning.models.artifacts import SPLIT_JSON
+from hnd_lightning.models.teacher import build_teacher
+from hnd_lightning.profiling import resolve_device, synchronize
+
+RUNTIMES = ("torch", "onnxruntime")
+SERVER_MODEL = "server"
+TEACHER_MODEL = "teacher"
+RUN_CONFIG = Path(".hydra") / "config.yaml"
+
+
+def find_split_artifacts(directory: str | Path) -> dict[str, Path]:
+    """Model name -> artifact folder: `server` for a single run's `artifacts/`, `server_b<B>` per
+    student folder (`b3/`, `b6/`, ...) of a fused run's `artifacts/`."""
+    directory = Path(directory)
+    if (directory / SPLIT_JSON).is_file():
+        return {SERVER_MODEL: directory}
+    students = [folder for folder in directory.glob("b*") if (folder / SPLIT_JSON).is_file()] if directory.is_dir() else []
+    if not students:
+        raise FileNotFoundError(
+            f"No {SPLIT_JSON} in {str(directory)!r} nor in its b<B>/ folders: pass artifacts=<run>/artifacts of a "
+            f"finished naive, kd or hnd run (a fused run's artifacts/ serves one model per size)."
+        )
+    students.sort(key=lambda folder: int(re.sub(r"\D", "", folder.name) or 0))
+    return {f"{SERVER_MODEL}_{folder.name}": folder for folder in students}
+
+
+def run_teacher_checkpoint(artifacts: str | Path) -> str | None:
+    """`model.teacher.checkpoint` of the run that wrote `artifacts` (its Hydra `.hydra/config.yaml`), if any."""
+    from omegaconf import OmegaConf
+
+    artifacts = Path(artifacts).resolve()
+    for run_dir in (artifacts.parent, artifacts.parent.parent):
+        if (run_dir / RUN_CONFIG).is_file():
+            checkpoint = OmegaConf.select(OmegaConf.load(run_dir / RUN_CONFIG), "model.teacher.checkpoint")
+            return str(checkpoint) if checkpoint else None
+    return None
+
+
+def load_teacher(teacher: str | None, metadata: dict[str, Any], artifacts: str | Path) -> tuple[nn.Module | None, str]:
+    """The whole teacher of a split, and where its weights come from.
+
+    Args:
+        teacher: None (no teacher), "run" (the checkpoint the run distilled from, per its Hydra config),
+            "random" (random weights: latency only, its predictions mean nothing) or a path to a
+            `teacher.safetensors` / `.ckpt` of a `method=original` run.
+        metadata: the artifacts' `split.json` (architecture, number of classes).
+        artifacts: the artifacts folder (to find the run's config for "run").
+
+    Returns:
+        (teacher in eval mode or None, a description of its weights).
+    """
+    if teacher in (None, "", "none", "null"):
+        return None, "none"
+    architecture, num_classes = metadata["architecture"], metadata["num_classes"]
+    if teacher == "random":
+        return build_teacher(architecture, num_classes, weights=None), "random weights (latency only)"
+    if teacher == "run":
+        checkpoint = run_teacher_checkpoint(artifacts)
+        if checkpoint is None:
+            raise ValueError(
+                f"teacher=run, but the run of {str(artifacts)!r} names no model.teacher.checkpoint in its "
+                f"{RUN_CONFIG}; pass teacher=PATH (a teacher.safetensors) or teacher=random (latency only)."
+            )
+        teacher = checkpoint
+    return build_teacher(architecture, num_classes, checkpoint=teacher), f"checkpoint {teacher}"
+
+
+class TorchRunner:
+    """Runs a module on numpy inputs: arrays in the module's argument order -> its output(s) as numpy
+    (a tuple for a module that returns one; bf16 results come back as float32)."""
+
+    def __init__(self, module: nn.Module, device: str = "cpu", bf16_autocast: bool = False) -> None:
+        self.device = resolve_device(device)
+        self.module = module.eval().to(self.device)
+        self.bf16_autocast = bf16_autocast
+        self.description = f"torch {torch.__version__} on {self.device}" + (" (bf16 autocast)" if bf16_autocast else "")
+
+    @torch.inference_mode()
+    def __call__(self, *arrays: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
+        tensors = [torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True) for array in arrays]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16_autocast):
+            output = self.module(*tensors)
+        synchronize(self.device)
+        if isinstance(output, tuple):
+            return tuple(_to_numpy(tensor) for tensor in output)
+        return _to_numpy(output)
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).cpu().numpy()
+
+
+class OnnxRunner:
+    """Runs an ONNX file written by `deploy` with onnxruntime: named numpy inputs -> its first output."""
+
+    def __init__(self, path: str | Path, input_names: Sequence[str], device: str = "cpu", threads: int | None = None) -> None:
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise ImportError('runtime=onnxruntime needs onnxruntime: pip install -e ".[deploy]"') from error
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{str(path)!r} does not exist: run `python -m hnd_lightning.deploy artifacts=...` and pass deploy_dir=<its folder>.")
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if resolve_device(device).type == "cuda" else ["CPUExecutionProvider"]
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+        names = [node.name for node in self.session.get_inputs()]
+        if names != list(input_names):
+            raise ValueError(f"{str(path)!r} takes inputs {names}, expected {list(input_names)}: is it the right deploy output?")
+        self.input_names = list(input_names)
+        self.description = f"onnxruntime {onnxruntime.__version__} ({', '.join(self.session.get_providers())}) on {path.name}"
+
+    def __call__(self, *arrays: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
+        outputs = self.session.run(None, dict(zip(self.input_names, arrays)))
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)

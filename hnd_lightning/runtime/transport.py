@@ -1,0 +1,152 @@
+"""The client's end of the Open Inference Protocol: one kept-alive connection, REST or gRPC.
+
+    transport = connect("http://127.0.0.1:8000")      # REST, binary tensors (binary=False: JSON)
+    transport = connect("grpc://127.0.0.1:8001")      # gRPC
+    reply = transport.infer("server", {"bottleneck": ..., "scale": ..., "zero_point": ...}, ["logits"])
+
+A reply carries the outputs, the server's response parameters (queue and compute time), the bytes
+of the request and response bodies, and the round trip as the client saw it. An optional
+`EmulatedLink` delays each body by its size on the link. Works against any Open Inference Protocol
+server (Triton, KServe) as well as this project's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hnd_lightning.runtime.link import EmulatedLink
+from hnd_lightning.runtime.protocol import DATATYPES, InferenceError, datatype_of, to_raw
+from hnd_lightning.runtime.rest_codec import HEADER_LENGTH, build_request, parse_response
+
+PROTOCOLS = ("http", "grpc")
+KIND_BY_HTTP_STATUS = {400: "invalid", 503: "unavailable"}
+KIND_BY_GRPC_CODE = {"INVALID_ARGUMENT": "invalid", "UNAVAILABLE": "unavailable"}
+
+
+@dataclass
+class Reply:
+    outputs: dict[str, np.ndarray]
+    parameters: dict[str, Any]
+    bytes_sent: int
+    bytes_received: int
+    round_trip_ms: float
+
+
+class HttpTransport:
+    """REST over one kept-alive HTTP/1.1 connection (urllib3)."""
+
+    protocol = "http"
+
+    def __init__(self, host: str, port: int, binary: bool = True, link: EmulatedLink | None = None, timeout_s: float = 120.0) -> None:
+        import urllib3
+
+        self.binary, self.link = binary, link or EmulatedLink()
+        self._pool = urllib3.HTTPConnectionPool(host, port, maxsize=1, timeout=timeout_s, retries=False)
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        response = self._pool.request("GET", path)
+        return response.status, response.data
+
+    def ready(self, model: str | None = None) -> bool:
+        return self._get(f"/v2/models/{model}/ready" if model else "/v2/health/ready")[0] == 200
+
+    def metadata(self, model: str) -> dict[str, Any] | None:
+        status, body = self._get(f"/v2/models/{model}")
+        return json.loads(body) if status == 200 else None
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> Reply:
+        body, headers = build_request(inputs, outputs, self.binary)
+        started = time.perf_counter()
+        self.link.send(len(body))
+        response = self._pool.request("POST", f"/v2/models/{model}/infer", body=body, headers=headers)
+        data = response.data
+        self.link.receive(len(data))
+        round_trip_ms = 1000 * (time.perf_counter() - started)
+        if response.status != 200:
+            try:
+                message = json.loads(data)["error"]
+            except (ValueError, KeyError, TypeError):
+                message = data[:200].decode(errors="replace")
+            raise InferenceError(f"HTTP {response.status}: {message}", KIND_BY_HTTP_STATUS.get(response.status, "internal"))
+        arrays, parameters = parse_response(data, response.headers.get(HEADER_LENGTH))
+        return Reply(arrays, parameters, len(body), len(data), round_trip_ms)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class GrpcTransport:
+    """gRPC over one channel, with the request and response messages of `tritonclient.grpc`."""
+
+    protocol = "grpc"
+
+    def __init__(self, host: str, port: int, link: EmulatedLink | None = None, timeout_s: float = 120.0) -> None:
+        import grpc
+        from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+        self._grpc, self._pb = grpc, service_pb2
+        self.link, self.timeout_s = link or EmulatedLink(), timeout_s
+        cap = 1 << 30
+        self._channel = grpc.insecure_channel(f"{host}:{port}", options=[("grpc.max_send_message_length", cap), ("grpc.max_receive_message_length", cap)])
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+
+    def ready(self, model: str | None = None) -> bool:
+        try:
+            if model:
+                return self._stub.ModelReady(self._pb.ModelReadyRequest(name=model), timeout=self.timeout_s).ready
+            return self._stub.ServerReady(self._pb.ServerReadyRequest(), timeout=self.timeout_s).ready
+        except self._grpc.RpcError:
+            return False
+
+    def metadata(self, model: str) -> dict[str, Any] | None:
+        try:
+            response = self._stub.ModelMetadata(self._pb.ModelMetadataRequest(name=model), timeout=self.timeout_s)
+        except self._grpc.RpcError:
+            return None
+        tensors = lambda items: [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in items]  # noqa: E731
+        return {"name": response.name, "platform": response.platform, "inputs": tensors(response.inputs), "outputs": tensors(response.outputs)}
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> Reply:
+        request = self._pb.ModelInferRequest(model_name=model)
+        for name, array in inputs.items():
+            request.inputs.add(name=name, datatype=datatype_of(array), shape=list(array.shape))
+            request.raw_input_contents.append(to_raw(array))
+        for name in outputs:
+            request.outputs.add(name=name)
+        sent = request.ByteSize()
+        started = time.perf_counter()
+        self.link.send(sent)
+        try:
+            response = self._stub.ModelInfer(request, timeout=self.timeout_s)
+        except self._grpc.RpcError as error:
+            code = error.code().name
+            raise InferenceError(f"gRPC {code}: {error.details()}", KIND_BY_GRPC_CODE.get(code, "internal")) from None
+        received = response.ByteSize()
+        self.link.receive(received)
+        round_trip_ms = 1000 * (time.perf_counter() - started)
+        arrays = {
+            tensor.name: np.frombuffer(raw, dtype=DATATYPES[tensor.datatype]).reshape(list(tensor.shape))
+            for tensor, raw in zip(response.outputs, response.raw_output_contents)
+        }
+        parameters = {key: getattr(value, value.WhichOneof("parameter_choice")) for key, value in response.parameters.items()}
+        return Reply(arrays, parameters, sent, received, round_trip_ms)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def connect(url: str, link: EmulatedLink | None = None, binary: bool = True) -> HttpTransport | GrpcTransport:
+    """A transport for `url`: `http://HOST:PORT` (REST; `binary=False` sends JSON) or `grpc://HOST:PORT`."""
+    scheme, _, address = url.partition("://")
+    host, _, port = address.rstrip("/").rpartition(":")
+    if scheme not in PROTOCOLS or not host or not port.isdigit():
+        raise ValueError(f"server={url!r}: expected http://HOST:PORT (REST) or grpc://HOST:PORT (gRPC).")
+    host = host.strip("[]")
+    if scheme == "http":
+        return HttpTransport(host, int(port), binary, link)
+    return GrpcTransport(host, int(port), link)
