@@ -58,6 +58,11 @@ class DynamicBatcher:
         self._task = asyncio.get_running_loop().create_task(self._serve())
 
     @property
+    def waiting(self) -> int:
+        """Requests queued, not yet in a running batch."""
+        return len(self._queue)
+
+    @property
     def idle(self) -> bool:
         """No request waiting or computing."""
         return not self._queue and not self._busy

@@ -3,7 +3,7 @@ and compute time per model. Each server has its own registry, so several can liv
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 SECONDS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -20,6 +20,7 @@ class ServerMetrics:
         self.failures = Counter(
             "hnd_inference_failures", "Inference requests answered with an error", ["model", "protocol", "kind"], registry=self.registry
         )
+        self.in_flight = Gauge("hnd_inference_requests_in_flight", "Inference requests received and not yet answered", registry=self.registry)
         self.batch_size = Histogram("hnd_batch_size", "Rows per executed batch", ["model"], buckets=BATCH_SIZE_BUCKETS, registry=self.registry)
         self.queue_seconds = Histogram("hnd_queue_seconds", "Time a request waited for its batch", ["model"], buckets=SECONDS_BUCKETS, registry=self.registry)
         self.compute_seconds = Histogram("hnd_compute_seconds", "Time a batch computed", ["model"], buckets=SECONDS_BUCKETS, registry=self.registry)

@@ -75,6 +75,7 @@ class InferenceService:
         """Check, queue and run one request; return the requested outputs (all when None) and the
         response parameters: `queue_ms`, `compute_ms` (the batch's, plus decoding for `teacher`), `batch_size`."""
         self.in_flight += 1
+        self.metrics.in_flight.inc()
         try:
             if not self.accepting:
                 raise InferenceError("the server is shutting down and takes no new requests", "unavailable")
@@ -91,6 +92,7 @@ class InferenceService:
             raise
         finally:
             self.in_flight -= 1
+            self.metrics.in_flight.dec()
         self.metrics.observe_request(model_name, protocol)
         selected = {name: result.outputs[name] for name in (outputs or names)}
         parameters = {"queue_ms": result.queue_ms, "compute_ms": result.compute_ms + prepare_ms, "batch_size": result.batch_size}
