@@ -29,6 +29,7 @@ from torch import nn
 
 from hnd_lightning.models.artifacts import SplitArtifacts, load_split_artifacts
 from hnd_lightning.models.quantization import payload_bytes, split_parts
+from hnd_lightning.runtime.triton_repository import MODEL_REPOSITORY, write_model_repository
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,13 @@ def deploy(cfg: DictConfig) -> dict[str, Any]:
     description["artifacts"] = str(Path(cfg.artifacts).resolve())
     if cfg.verify.enabled:
         description["verification"] = verify_onnx(artifacts, output_dir, cfg.quantized, cfg.verify.batch_size, cfg.verify.seed)
+    triton = cfg.get("triton")
+    if triton is not None and triton.enabled:  # the server part for Triton Inference Server / KServe
+        repository = write_model_repository(
+            output_dir / MODEL_REPOSITORY, output_dir / SERVER_FILE, description["server"],
+            triton.max_batch_size, triton.max_queue_delay_ms, triton.max_queue,
+        )
+        description["model_repository"] = str(repository)
     (output_dir / DEPLOY_JSON).write_text(json.dumps(description, indent=2))
     print(format_description(description, output_dir))
     return description

@@ -49,7 +49,7 @@ def deployed(artifacts, tmp_path_factory) -> tuple[Path, dict]:
 
 def test_deploy_writes_both_onnx_files_and_their_description(deployed):
     output_dir, description = deployed
-    assert sorted(p.name for p in output_dir.iterdir()) == ["deploy.json", "device.onnx", "server.onnx"]
+    assert sorted(p.name for p in output_dir.iterdir()) == ["deploy.json", "device.onnx", "model_repository", "server.onnx"]
     assert json.loads((output_dir / "deploy.json").read_text()) == description
     assert [t["name"] for t in description["device"]["outputs"]] == ["bottleneck", "scale", "zero_point"]
     assert description["device"]["outputs"][0] == {"name": "bottleneck", "shape": ["batch", 3, 5, 5], "dtype": "uint8"}
