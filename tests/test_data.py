@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import time
 from collections import Counter
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from conftest import make_image_folder
 from PIL import Image
 from torchvision import transforms
 
 from hnd_lightning.data import (
+    BadImageError,
     BundledDataModule,
     Caltech101DataModule,
     ImageFolderDataModule,
+    class_interleaved_order,
+    load_rgb,
     materialize_image_folder,
     stratified_holdout,
+    to_rgb,
 )
 from hnd_lightning.data.bundled import ARCHIVE
 
@@ -139,3 +147,221 @@ def test_caltech101_bad_root_and_split_fail_clearly(tmp_path):
 def test_imagefolder_without_root_explains_the_layout():
     with pytest.raises(ValueError, match="data.root is not set"):
         ImageFolderDataModule(root=None, num_classes=1000)
+
+
+# --- unreadable and unusual images (data.on_bad_image) ---------------------------------------------
+
+
+def _tree_with_bad_images(root: Path) -> tuple[Path, list[Path]]:
+    """A 3-class tree (8 train, 4 val images per class) plus a truncated JPEG and a text file named .JPEG."""
+    make_image_folder(root, classes=3, per_class={"train": 8, "val": 4}, size=16)
+    good = (root / "val" / "class1" / "img0.jpg").read_bytes()
+    truncated = root / "val" / "class1" / "truncated.jpg"
+    truncated.write_bytes(good[: len(good) // 2])
+    text = root / "train" / "class2" / "notes.JPEG"
+    text.write_text("this is not an image\n")
+    return root, [text, truncated]
+
+
+def _datamodule(root: Path, **overrides) -> ImageFolderDataModule:
+    settings = dict(root=root, num_classes=3, input_size=8, resize_size=8, holdout=3, batch_size=4, eval_batch_size=5)
+    return ImageFolderDataModule(**{**settings, "num_workers": 0, **overrides})
+
+
+def _all_batches(loader) -> list:
+    return [batch for batch in loader]
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_unreadable_images_stop_the_run_naming_the_file(tmp_path, num_workers):
+    root, (text, truncated) = _tree_with_bad_images(tmp_path)
+    datamodule = _datamodule(root, num_workers=num_workers)
+    datamodule.setup()
+    with pytest.raises(BadImageError, match=f"(?i){truncated}.*truncated.*data.on_bad_image=skip"):
+        _all_batches(datamodule.test_dataloader())
+    train_folder = datamodule.train_set.dataset
+    with pytest.raises(BadImageError, match=f"{text}.*UnidentifiedImageError"):
+        [train_folder[index] for index in range(len(train_folder))]
+    with pytest.raises(ValueError, match="data.on_bad_image='ignore' is not one of \\['error', 'skip'\\]"):
+        _datamodule(root, on_bad_image="ignore")
+
+
+def test_skip_mode_lists_each_unreadable_image_once_and_keeps_training_batches_full(tmp_path, caplog):
+    root, bad = _tree_with_bad_images(tmp_path)
+    datamodule = _datamodule(root, on_bad_image="skip")
+    datamodule.setup()
+    with caplog.at_level("WARNING", logger="hnd_lightning.data.images"):
+        for _ in range(2):  # two epochs: each bad image is met twice, logged once
+            train = _all_batches(datamodule.train_dataloader())
+            val = _all_batches(datamodule.val_dataloader())
+            test = _all_batches(datamodule.test_dataloader())
+    assert datamodule.bad_images == sorted(str(path) for path in bad)
+    assert [sum(str(path) in record.getMessage() for record in caplog.records) for path in bad] == [1, 1]
+    # training: 25 train images (one bad), 9 held out -> 4 full batches of 4 (a bad one replaced, none dropped)
+    assert [len(labels) for _, labels in train] == [4] * 4
+    # evaluation: the truncated test image is dropped, every other image counted once
+    assert sum(len(labels) for _, labels in test) == len(datamodule.test_set) - 1 == 12
+    assert sum(len(labels) for _, labels in val) == len(datamodule.val_set) - (str(bad[0]) in _paths(datamodule.val_set))
+
+
+def _paths(subset) -> list[str]:
+    return [subset.dataset.samples[i][0] for i in subset.indices]
+
+
+def test_skip_mode_counts_images_skipped_inside_dataloader_workers(tmp_path):
+    root, bad = _tree_with_bad_images(tmp_path)
+    datamodule = _datamodule(root, on_bad_image="skip", num_workers=2)
+    datamodule.setup()
+    test = _all_batches(datamodule.test_dataloader())
+    assert datamodule.bad_images == [str(bad[1])]
+    _all_batches(datamodule.train_dataloader()), _all_batches(datamodule.val_dataloader())
+    assert datamodule.bad_images == sorted(str(path) for path in bad)
+    assert sum(len(labels) for _, labels in test) == 12
+
+
+def test_an_all_unreadable_evaluation_batch_comes_out_empty(tmp_path):
+    root = make_image_folder(tmp_path, classes=1, per_class={"train": 3, "val": 1}, size=8)
+    (root / "val" / "class0" / "img0.jpg").write_text("not an image")
+    datamodule = ImageFolderDataModule(root=root, num_classes=1, input_size=8, resize_size=8, holdout=1, num_workers=0, on_bad_image="skip")
+    datamodule.setup()
+    (images, labels), = _all_batches(datamodule.test_dataloader())
+    assert images.shape == (0, 3, 8, 8) and labels.shape == (0,)
+    assert len(datamodule.bad_images) == 1
+
+
+def test_16_bit_png_scales_to_8_bit_instead_of_clipping(tmp_path):
+    values = np.array([[0, 257, 1000], [32896, 60000, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    pixels = np.asarray(load_rgb(tmp_path / "deep.png"))
+    assert pixels.dtype == np.uint8 and pixels.shape == (2, 3, 3)
+    np.testing.assert_array_equal(pixels[..., 0], np.rint(values / 257))  # 0 1 4 / 128 233 255
+    assert (pixels[..., 0] == pixels[..., 2]).all()
+    # 32-bit integer images holding 16-bit samples (older Pillow's mode for 16-bit PNGs) scale the same way
+    np.testing.assert_array_equal(np.asarray(to_rgb(Image.fromarray(values.astype(np.int32), mode="I")))[..., 1], np.rint(values / 257))
+
+
+def test_other_modes_convert_to_8_bit_rgb(tmp_path):
+    rgb = np.array([[[200, 30, 10], [0, 0, 255]]], dtype=np.uint8)
+    palette = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE)
+    palette.info["transparency"] = 0
+    cases = {
+        "P": palette,
+        "LA": Image.fromarray(np.array([[[90, 0], [250, 255]]], dtype=np.uint8), mode="LA"),
+        "CMYK": Image.fromarray(rgb).convert("CMYK"),
+        "1": Image.fromarray(np.array([[0, 255]], dtype=np.uint8)).convert("1"),
+        "F": Image.fromarray(np.array([[12.4, 300.0]], dtype=np.float32), mode="F"),
+    }
+    expected = {"P": rgb, "LA": [[[90] * 3, [250] * 3]], "CMYK": rgb, "1": [[[0] * 3, [255] * 3]], "F": [[[12] * 3, [255] * 3]]}
+    for mode, image in cases.items():
+        assert image.mode == mode
+        converted = to_rgb(image)
+        assert converted.mode == "RGB", mode
+        np.testing.assert_array_equal(np.asarray(converted), np.asarray(expected[mode], dtype=np.uint8), err_msg=mode)
+    # and through a file: a CMYK JPEG decodes to RGB close to its source colours
+    Image.fromarray(np.full((8, 8, 3), (200, 30, 10), dtype=np.uint8)).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    assert np.abs(np.asarray(load_rgb(tmp_path / "cmyk.jpg")).astype(int) - (200, 30, 10)).max() < 12
+
+
+# --- class-interleaved evaluation order ------------------------------------------------------------
+
+
+def test_class_interleaved_order_makes_every_prefix_stratified():
+    targets = [0] * 50 + [1] * 30 + [2] * 20 + [3] * 7
+    order = class_interleaved_order(targets, seed=5)
+    assert sorted(order) == list(range(len(targets)))
+    assert class_interleaved_order(targets, seed=5) == order
+    assert class_interleaved_order(targets, seed=6) != order
+    sizes = Counter(targets)
+    for prefix in range(1, len(order) + 1):
+        counts = Counter(targets[i] for i in order[:prefix])
+        for label, size in sizes.items():
+            assert abs(counts[label] - prefix * size / len(targets)) <= 1, (prefix, label)
+
+
+def test_limited_evaluation_sees_every_class_and_full_evaluation_is_unchanged(tmp_path):
+    root = make_image_folder(tmp_path, classes=5, per_class={"train": 4, "val": 6}, size=8)
+    datamodule = ImageFolderDataModule(root=root, num_classes=5, input_size=8, resize_size=8, holdout=2, eval_batch_size=5, num_workers=0)
+    datamodule.setup()
+    folder_order = datamodule.test_set.dataset.targets  # class-sorted, as ImageFolder lists them
+
+    class Recorder(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[int] = []
+            self.layer = torch.nn.Linear(1, 1)
+
+        def test_step(self, batch, batch_idx):
+            self.seen += batch[1].tolist()
+
+    recorder = Recorder()
+    trainer = pl.Trainer(limit_test_batches=2, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(recorder, datamodule=datamodule, verbose=False)
+    assert len(recorder.seen) == 10 and Counter(recorder.seen) == {label: 2 for label in range(5)}
+    assert set(folder_order[:10]) == {0, 1}  # what the class-sorted order evaluated before
+    full = [label for _, labels in datamodule.test_dataloader() for label in labels.tolist()]
+    assert Counter(full) == Counter(folder_order) and sorted(datamodule.test_set.indices) == list(range(30))
+    val_classes = [datamodule.val_set.dataset.targets[i] for i in datamodule.val_set.indices[:5]]
+    assert sorted(val_classes) == [0, 1, 2, 3, 4]
+    train_labels = [datamodule.train_set.dataset.targets[i] for i in datamodule.train_set.indices]
+    assert train_labels == sorted(train_labels)  # the training subset is untouched (its loader shuffles)
+
+
+# --- two processes materializing the bundled dataset at once ---------------------------------------
+
+
+def _tiny_archive(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    np.savez(
+        path,
+        classes=np.array(["a", "b"]),
+        train_images=rng.integers(0, 255, (8, 28, 28), dtype=np.uint8),
+        train_labels=np.array([0, 1] * 4),
+        test_images=rng.integers(0, 255, (4, 28, 28), dtype=np.uint8),
+        test_labels=np.array([0, 1] * 2),
+    )
+    return path
+
+
+def _materialize_in_child(root: Path, archive: Path, report: Path, slow: bool) -> None:
+    """Child process: materialize (slowly, for the first one) and report what this process logged."""
+    import logging
+
+    from hnd_lightning.data import bundled
+
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    bundled.log.addHandler(handler)
+    bundled.log.setLevel(logging.INFO)
+    if slow:
+        write = bundled._write_pngs
+        bundled._write_pngs = lambda folder, archive: (time.sleep(1.5), write(folder, archive))
+    else:  # start once the slow one holds the lock and is writing
+        deadline = time.monotonic() + 30
+        while not list(root.parent.glob(f".staging-{root.name}-*")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    bundled.materialize_image_folder(root, archive)
+    report.write_text("\n".join(messages))
+
+
+def test_two_processes_materialize_the_bundled_data_once(tmp_path):
+    archive = _tiny_archive(tmp_path / "tiny.npz")
+    root = tmp_path / "data" / "tiny"
+    context = multiprocessing.get_context("fork")
+    reports = [tmp_path / "first.log", tmp_path / "second.log"]
+    children = [
+        context.Process(target=_materialize_in_child, args=(root, archive, reports[0], True), daemon=True),
+        context.Process(target=_materialize_in_child, args=(root, archive, reports[1], False), daemon=True),
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=60)
+    assert [child.exitcode for child in children] == [0, 0]
+    first, second = (report.read_text() for report in reports)
+    assert "Bundled dataset written" in first and "written by another process; reusing it" in second
+    assert "Bundled dataset written" not in second
+    assert len(list(root.glob("train/*/*.png"))) == 8 and len(list(root.glob("val/*/*.png"))) == 4
+    assert not list(root.parent.glob(".staging-*"))
+    assert (root.stat().st_mode & 0o777) == 0o755
