@@ -121,7 +121,7 @@ def load_served_models(
     module, source = load_teacher(teacher, metadata, artifacts if len(folders) == 1 else next(iter(folders.values())))
     if module is not None:
         outputs = [TensorSpec("logits", "FP32", (-1, metadata["num_classes"]))]
-        teacher_model = TeacherModel(TEACHER_MODEL, [TensorSpec("image", "BYTES", (-1,))], outputs, TorchRunner(module, device, bf16_autocast), metadata)
-        teacher_model.weights = source
-        models[TEACHER_MODEL] = teacher_model
+        runner = TorchRunner(module, device, bf16_autocast)
+        runner.description += f"; teacher weights: {source}"
+        models[TEACHER_MODEL] = TeacherModel(TEACHER_MODEL, [TensorSpec("image", "BYTES", (-1,))], outputs, runner, metadata)
     return models

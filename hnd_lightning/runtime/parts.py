@@ -1,7 +1,7 @@
 """The parts a split runtime runs, loaded from a finished run: which models, which teacher, which runner.
 
     find_split_artifacts(artifacts)  -> {"server": folder} or {"server_b3": folder/b3, ...} (fused run)
-    load_teacher(spec, artifacts)    -> the whole teacher for full offloading / all-on-device, or None
+    load_teacher(teacher, ...)       -> the whole teacher for full offloading / all-on-device, or None
     TorchRunner / OnnxRunner         -> numpy arrays in, numpy logits out, on cpu or cuda
 """
 
@@ -41,15 +41,16 @@ def find_split_artifacts(directory: str | Path) -> dict[str, Path]:
     return {f"{SERVER_MODEL}_{folder.name}": folder for folder in students}
 
 
-def run_teacher_checkpoint(artifacts: str | Path) -> str | None:
-    """`model.teacher.checkpoint` of the run that wrote `artifacts` (its Hydra `.hydra/config.yaml`), if any."""
+def run_teacher(artifacts: str | Path) -> dict[str, Any] | None:
+    """`model.teacher` (`checkpoint`, `weights`) of the run that wrote `artifacts`, from its Hydra
+    `.hydra/config.yaml` (beside `artifacts/`, or one level up for a fused run's `artifacts/b<B>`)."""
     from omegaconf import OmegaConf
 
-    artifacts = Path(artifacts).resolve()
+    artifacts = Path(artifacts).absolute()  # not resolve(): a linked artifacts/ belongs to the run it sits in
     for run_dir in (artifacts.parent, artifacts.parent.parent):
         if (run_dir / RUN_CONFIG).is_file():
-            checkpoint = OmegaConf.select(OmegaConf.load(run_dir / RUN_CONFIG), "model.teacher.checkpoint")
-            return str(checkpoint) if checkpoint else None
+            teacher = OmegaConf.select(OmegaConf.load(run_dir / RUN_CONFIG), "model.teacher")
+            return None if teacher is None else OmegaConf.to_container(teacher)
     return None
 
 
@@ -57,10 +58,11 @@ def load_teacher(teacher: str | None, metadata: dict[str, Any], artifacts: str |
     """The whole teacher of a split, and where its weights come from.
 
     Args:
-        teacher: None (no teacher), "run" (the checkpoint the run distilled from, per its Hydra config),
-            "random" (random weights: latency only, its predictions mean nothing) or a path to a
-            `teacher.safetensors` / `.ckpt` of a `method=original` run.
-        metadata: the artifacts' `split.json` (architecture, number of classes).
+        teacher: None (no teacher), "run" (the teacher the run distilled from, per its Hydra config:
+            its checkpoint, or its `weights` such as the bundled teacher), "random" (random weights:
+            latency only, its predictions mean nothing) or a path to a `teacher.safetensors` / `.ckpt`
+            of a `method=original` run.
+        metadata: the artifacts' `split.json` (architecture, number of classes, input size).
         artifacts: the artifacts folder (to find the run's config for "run").
 
     Returns:
@@ -71,15 +73,18 @@ def load_teacher(teacher: str | None, metadata: dict[str, Any], artifacts: str |
     architecture, num_classes = metadata["architecture"], metadata["num_classes"]
     if teacher == "random":
         return build_teacher(architecture, num_classes, weights=None), "random weights (latency only)"
-    if teacher == "run":
-        checkpoint = run_teacher_checkpoint(artifacts)
-        if checkpoint is None:
-            raise ValueError(
-                f"teacher=run, but the run of {str(artifacts)!r} names no model.teacher.checkpoint in its "
-                f"{RUN_CONFIG}; pass teacher=PATH (a teacher.safetensors) or teacher=random (latency only)."
-            )
-        teacher = checkpoint
-    return build_teacher(architecture, num_classes, checkpoint=teacher), f"checkpoint {teacher}"
+    if teacher != "run":
+        return build_teacher(architecture, num_classes, checkpoint=teacher), f"checkpoint {teacher}"
+    recorded = run_teacher(artifacts) or {}
+    if recorded.get("checkpoint"):
+        return build_teacher(architecture, num_classes, checkpoint=recorded["checkpoint"]), f"checkpoint {recorded['checkpoint']}"
+    if recorded.get("weights"):
+        module = build_teacher(architecture, num_classes, weights=recorded["weights"], input_size=metadata["input"]["shape"][-1])
+        return module, f"{recorded['weights']} weights (the run's model.teacher.weights)"
+    raise ValueError(
+        f"teacher=run, but the run of {str(artifacts)!r} records no teacher checkpoint or weights in {RUN_CONFIG} "
+        f"(found {recorded or 'no config'}); pass teacher=PATH (a teacher.safetensors) or teacher=random (latency only)."
+    )
 
 
 class TorchRunner:
