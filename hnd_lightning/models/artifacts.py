@@ -4,26 +4,40 @@ Layout of an artifact directory (written by `SplitArtifactExport` into `<run dir
 
     head.safetensors   encoder + decoder weights (keys `encoder.*`, `decoder.*`)
     tail.safetensors   the teacher's modules after the split point (torchvision key names)
-    split.json         what is needed to rebuild and feed both parts (see `split_metadata`)
+    split.json         what is needed to rebuild and feed both parts (see `split_metadata`), with the
+                       sha256 of both weight files
 
 A `method=original` run writes `teacher.safetensors` and `teacher.json` instead; that file is what
-`model.teacher.checkpoint=PATH` takes.
+`model.teacher.checkpoint=PATH` takes. Every file is written atomically with ordinary modes
+(`hnd_lightning.files`), the weights first and the JSON last, so a folder whose JSON exists holds the
+weights it describes (the recorded digests catch a mix of two exports). Loading checks everything first
+(`split_schema`).
 """
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hnd_lightning.models.architectures import get_architecture
+from hnd_lightning.files import save_safetensors, write_json
+from hnd_lightning.models.architectures import Architecture, get_architecture
 from hnd_lightning.models.split import SplitModel, build_decoder, build_encoder, output_shape
+from hnd_lightning.models.split_schema import (
+    FORMAT_VERSION,
+    artifact_file,
+    check_digest,
+    check_split_metadata,
+    check_split_shapes,
+    check_tensors,
+    read_safetensors,
+    read_split_json,
+    sha256_of,
+)
 from hnd_lightning.models.teacher import build_teacher, split_teacher
 
 HEAD_FILE = "head.safetensors"
@@ -31,11 +45,10 @@ TAIL_FILE = "tail.safetensors"
 SPLIT_JSON = "split.json"
 TEACHER_FILE = "teacher.safetensors"
 TEACHER_JSON = "teacher.json"
-FORMAT_VERSION = 1
 
 
-def _save_state_dict(module: nn.Module, path: Path) -> None:
-    save_file({key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}, str(path))
+def _save_state_dict(module: nn.Module, path: Path) -> Path:
+    return save_safetensors({key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}, path)
 
 
 def _versions() -> dict[str, str]:
@@ -78,22 +91,20 @@ def split_metadata(
 
 
 def save_split_artifacts(directory: str | Path, student: SplitModel, metadata: dict[str, Any]) -> list[Path]:
-    """Write head and tail weights and `split.json` into `directory`; return the three paths."""
+    """Write head and tail weights, then `split.json` (with their sha256) into `directory`; return the three paths."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    _save_state_dict(student.head, directory / HEAD_FILE)
-    _save_state_dict(student.tail, directory / TAIL_FILE)
-    (directory / SPLIT_JSON).write_text(json.dumps(metadata, indent=2))
-    return [directory / HEAD_FILE, directory / TAIL_FILE, directory / SPLIT_JSON]
+    head = _save_state_dict(student.head, directory / HEAD_FILE)
+    tail = _save_state_dict(student.tail, directory / TAIL_FILE)
+    digests = {"head": sha256_of(head), "tail": sha256_of(tail)}
+    return [head, tail, write_json(directory / SPLIT_JSON, {**metadata, "sha256": digests})]
 
 
 def save_teacher_artifacts(directory: str | Path, teacher: nn.Module, metadata: dict[str, Any]) -> list[Path]:
-    """Write a trained teacher (`method=original`) as `teacher.safetensors` + `teacher.json`."""
+    """Write a trained teacher (`method=original`) as `teacher.safetensors`, then `teacher.json` (with its sha256)."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    _save_state_dict(teacher, directory / TEACHER_FILE)
-    (directory / TEACHER_JSON).write_text(json.dumps({**metadata, "versions": _versions()}, indent=2))
-    return [directory / TEACHER_FILE, directory / TEACHER_JSON]
+    weights = _save_state_dict(teacher, directory / TEACHER_FILE)
+    record = {**metadata, "versions": _versions(), "sha256": {"teacher": sha256_of(weights)}}
+    return [weights, write_json(directory / TEACHER_JSON, record)]
 
 
 @dataclass
@@ -117,8 +128,18 @@ class SplitArtifacts:
         return SplitModel(self.head.encoder, self.head.decoder, self.tail).eval()
 
 
+def _build_parts(spec: Architecture, bottleneck_channels: int, num_classes: int) -> tuple[nn.Sequential, nn.Module]:
+    head = SplitModel(build_encoder(spec, bottleneck_channels), build_decoder(spec, bottleneck_channels), nn.Identity()).head
+    _, tail = split_teacher(build_teacher(spec.name, num_classes, weights=None), spec.name)
+    return head, tail
+
+
 def load_split_artifacts(directory: str | Path, map_location: str | torch.device = "cpu") -> SplitArtifacts:
     """Rebuild head and tail from an artifact directory; weights load strictly, without unpickling.
+
+    Everything is checked before memory is allocated for a weight: `split.json`'s fields (types,
+    bounds), its files (inside `directory`, matching their recorded sha256), the tensor names and
+    shapes in their headers against the parts `split.json` describes, and the recorded tensor shapes.
 
     Args:
         directory: a folder holding `split.json`, `head.safetensors` and `tail.safetensors`.
@@ -126,6 +147,10 @@ def load_split_artifacts(directory: str | Path, map_location: str | torch.device
 
     Returns:
         `SplitArtifacts` with both parts in eval mode.
+
+    Raises:
+        FileNotFoundError: no `split.json` in `directory`.
+        ArtifactError (a ValueError): a damaged or crafted file, naming the file and the field or tensor.
     """
     directory = Path(directory)
     metadata_path = directory / SPLIT_JSON
@@ -134,12 +159,19 @@ def load_split_artifacts(directory: str | Path, map_location: str | torch.device
             f"No {SPLIT_JSON} in {str(directory)!r}: pass the `artifacts/` folder of a finished naive, kd "
             f"or hnd run (`method=original` writes {TEACHER_FILE} instead)."
         )
-    metadata = json.loads(metadata_path.read_text())
+    metadata = read_split_json(metadata_path)
+    check_split_metadata(metadata, metadata_path)
+    files = {role: artifact_file(directory, metadata, role, metadata_path) for role in ("head", "tail")}
+    for role, file in files.items():
+        check_digest(file, metadata, role, metadata_path)
     spec = get_architecture(metadata["architecture"])
-    bottleneck_channels = metadata["bottleneck_channels"]
-    head = SplitModel(build_encoder(spec, bottleneck_channels), build_decoder(spec, bottleneck_channels), nn.Identity()).head
-    _, tail = split_teacher(build_teacher(spec.name, metadata["num_classes"], weights=None), spec.name)
+    with torch.device("meta"):  # shapes only: nothing is allocated until every check has passed
+        head, tail = _build_parts(spec, metadata["bottleneck_channels"], metadata["num_classes"])
+    check_tensors(files["head"], head, metadata, ("architecture", "bottleneck_channels"), metadata_path)
+    check_tensors(files["tail"], tail, metadata, ("architecture", "num_classes"), metadata_path)
+    check_split_shapes(head, tail, metadata, metadata_path)
     device = str(map_location)
-    head.load_state_dict(load_file(str(directory / metadata["files"]["head"]), device=device), strict=True)
-    tail.load_state_dict(load_file(str(directory / metadata["files"]["tail"]), device=device), strict=True)
+    for part, file in ((head, files["head"]), (tail, files["tail"])):
+        part.to_empty(device=device)  # every parameter and buffer is in the state dict, loaded strictly next
+        part.load_state_dict(read_safetensors(file, device), strict=True)
     return SplitArtifacts(head.eval(), tail.eval(), metadata)
