@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 DEVICE_FILE = "device.onnx"
 SERVER_FILE = "server.onnx"
 DEPLOY_JSON = "deploy.json"
+# Largest |logit difference| between onnxruntime and PyTorch accepted, relative to max(1, max |logit|)
+VERIFY_TOLERANCE = 1e-3
 DEPLOY_EXTRA_HINT = 'Install the deployment extra: pip install -e ".[deploy]" (onnx, onnxruntime).'
 
 
@@ -91,7 +93,7 @@ def export_onnx(artifacts: SplitArtifacts, output_dir: str | Path, quantized: bo
         # what the device does before device.onnx: resize, center crop, scale to [0, 1], normalize
         "input": metadata["input"],
         "quantized": quantized,
-        "payload_bytes_per_image": payload_bytes(elements)["8bit" if quantized else "float32"],
+        "payload_bytes_per_image": payload_bytes(elements)["uint8" if quantized else "float32"],
         "device": {
             "file": DEVICE_FILE,
             "inputs": [_tensor_spec("image", image)],
@@ -109,8 +111,13 @@ def export_onnx(artifacts: SplitArtifacts, output_dir: str | Path, quantized: bo
 
 
 @torch.no_grad()
-def verify_onnx(artifacts: SplitArtifacts, output_dir: str | Path, quantized: bool = True, batch_size: int = 2, seed: int = 0) -> dict[str, Any]:
+def verify_onnx(
+    artifacts: SplitArtifacts, output_dir: str | Path, quantized: bool = True, batch_size: int = 2, seed: int = 0,
+    tolerance: float = VERIFY_TOLERANCE,
+) -> dict[str, Any]:
     """Run both ONNX files with onnxruntime on seeded random images and compare with PyTorch.
+
+    Raises ValueError (`check_verification`) on non-finite logits or a difference over `tolerance`.
 
     Returns:
         `max_abs_logit_difference` (onnxruntime device -> server against the PyTorch parts, end to end),
@@ -148,7 +155,28 @@ def verify_onnx(artifacts: SplitArtifacts, output_dir: str | Path, quantized: bo
     if quantized:
         codes = onnx_payload[0].astype("int32") - payload[0].numpy().astype("int32")
         result["max_bottleneck_code_difference"] = int(abs(codes).max())
+    check_verification(result, output_dir, tolerance)
     return result
+
+
+def check_verification(result: dict[str, Any], output_dir: Path, tolerance: float = VERIFY_TOLERANCE) -> None:
+    """Raise ValueError when the logits are not finite or ONNX and PyTorch differ by more than
+    `tolerance` x max(1, max |logit|) (e.g. artifacts exported from diverged, NaN weights)."""
+    import math
+
+    values = {key: result[key] for key in ("max_abs_logit", "max_abs_logit_difference", "server_max_abs_logit_difference")}
+    if not all(math.isfinite(value) for value in values.values()):
+        raise ValueError(
+            f"The ONNX check of {output_dir} found non-finite logits ({values}): the artifacts' weights are not "
+            "finite (a diverged run?). Deploy the artifacts of a run whose results.json says status ok."
+        )
+    limit = tolerance * max(1.0, values["max_abs_logit"])
+    worst = max(values["max_abs_logit_difference"], values["server_max_abs_logit_difference"])
+    if worst > limit:
+        raise ValueError(
+            f"The ONNX files in {output_dir} disagree with PyTorch: max |logit difference| {worst:.3g} exceeds "
+            f"{limit:.3g} ({tolerance:g} x max(1, max |logit| {values['max_abs_logit']:.3g})); do not deploy them."
+        )
 
 
 def deploy(cfg: DictConfig) -> dict[str, Any]:
@@ -158,7 +186,10 @@ def deploy(cfg: DictConfig) -> dict[str, Any]:
     description = export_onnx(artifacts, output_dir, cfg.quantized, cfg.opset)
     description["artifacts"] = str(Path(cfg.artifacts).resolve())
     if cfg.verify.enabled:
-        description["verification"] = verify_onnx(artifacts, output_dir, cfg.quantized, cfg.verify.batch_size, cfg.verify.seed)
+        description["verification"] = verify_onnx(
+            artifacts, output_dir, cfg.quantized, cfg.verify.batch_size, cfg.verify.seed,
+            cfg.verify.get("tolerance", VERIFY_TOLERANCE),
+        )
     triton = cfg.get("triton")
     if triton is not None and triton.enabled:  # the server part for Triton Inference Server / KServe
         repository = write_model_repository(

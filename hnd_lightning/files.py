@@ -17,9 +17,18 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-# Ordinary modes for files others read (mkstemp would leave 0600).
-FILE_MODE = 0o644
 TEMP_PREFIX = ".tmp-"
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once, at import, before any writer thread runs
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+# The mode `open()` gives a new file (0644 under the usual umask 022); mkstemp alone would leave 0600.
+FILE_MODE = 0o666 & ~_read_umask()
 
 
 @contextlib.contextmanager
@@ -43,6 +52,31 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Flush the folder entry of a rename, so the new file survives a power loss (a no-op where unsupported)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def remove_temp_files(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that `atomic_write`s killed mid-write (SIGKILL, power loss) left in `directory`.
+
+    Only files named with `TEMP_PREFIX` directly inside `directory`; call it before a run writes there again.
+    Returns the removed paths.
+    """
+    removed = []
+    for path in Path(directory).glob(f"{TEMP_PREFIX}*"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -2,7 +2,8 @@
 
 A thin composition: `runs.training.train` runs one job, `runs.pipeline.run_pipeline` the multi-stage
 experiments (`experiment=quickstart`, `experiment=compare`, ...); `runs.record` records failures so a
-sweep goes on and its summary (`runs.sweep`) sees them.
+sweep goes on and its summary (`runs.sweep`) sees them. A SIGTERM stops the job (and the sweep) with
+status "interrupted" and a non-zero exit; re-running the same command continues it (`runs.resume`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import hydra
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from hnd_lightning.runs import sweep as _sweep  # noqa: F401  registers the run-directory resolver before Hydra resolves
 from hnd_lightning.runs.pipeline import run_pipeline
-from hnd_lightning.runs.record import RESULTS_FILE, completed_results, failed_results, in_multirun, write_results
+from hnd_lightning.runs.record import RESULTS_FILE, RunInterrupted, completed_results, failed_results, in_multirun, write_results
+from hnd_lightning.runs.sweep import write_summary  # also registers the run-directory resolver before Hydra resolves
 from hnd_lightning.runs.training import train
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,14 @@ def main(cfg: DictConfig) -> float | None:
     started = time.perf_counter()
     try:
         results = train(cfg)
+    except RunInterrupted:
+        # The signal ends the process, so Hydra would skip the sweep's end callbacks: summarize now
+        # (the interrupted job as such, the jobs not started as missing), then exit non-zero.
+        if in_multirun() and rank_zero_only.rank == 0:
+            from hydra.core.hydra_config import HydraConfig
+
+            log.error("Sweep interrupted; summary: %s", write_summary(HydraConfig.get().sweep.dir)["markdown"])
+        raise
     except Exception as error:
         # Record the failure for the sweep summary; in a multirun, return so the other jobs still run
         # (Hydra's basic sweeper would stop the sweep and skip the summary on a raised error).

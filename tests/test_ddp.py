@@ -71,6 +71,18 @@ def test_ddp_inside_a_basic_multirun_is_refused_with_the_alternatives(image_fold
     assert "Starting with 2 processes" not in result.stdout + result.stderr
 
 
+def test_ddp_trainer_writes_checkpoints_atomically_and_keeps_the_recovery_callbacks(tmp_path):
+    from hydra.utils import instantiate
+
+    from hnd_lightning.callbacks import AtomicCheckpointIO, FiniteLossGuard, RecoveryCheckpoint
+
+    cfg = compose_config("train", ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"], tmp_path)
+    trainer = instantiate(cfg.trainer, callbacks=[instantiate(c) for c in cfg.callbacks.values()], logger=False)
+    # the strategy (DDP, built from the config) writes through the atomic CheckpointIO on rank zero
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert {FiniteLossGuard, RecoveryCheckpoint} <= {type(callback) for callback in trainer.callbacks}
+
+
 def test_slurm_launcher_config_composes_one_task_per_gpu():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the `slurm` extra")
     overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2",

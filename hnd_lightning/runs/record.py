@@ -1,13 +1,15 @@
 """The run record: `results.json` in every run directory, its statuses, reading and writing it.
 
-Written once per job by `runs.training.train` (status "ok") or by the train command when the job
-raised (status "failed" with the error); read by the sweep summary, `skip_completed` re-runs and the
-pipelines' teacher reuse. Always written atomically and as strict JSON (`hnd_lightning.files`).
+Written once per job by `runs.training.train` (status "ok", or "interrupted" when a signal or an exit
+request stopped it) or by the train command when the job raised (status "failed" with the error); read
+by the sweep summary, `skip_completed` re-runs and the pipelines' teacher reuse. Always written
+atomically and as strict JSON (`hnd_lightning.files`).
 """
 
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,38 @@ from hnd_lightning.files import write_json
 
 RESULTS_FILE = "results.json"
 
-# Job status in results.json: "ok", or "failed" with the error; a job without results.json is "missing".
+# Job status in results.json: "ok", "failed" with the error, or "interrupted" (SIGTERM, Ctrl+C, a
+# scheduler's exit) with where it stopped; a job without results.json is "missing".
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
+STATUS_INTERRUPTED = "interrupted"
 STATUS_MISSING = "missing"
+
+
+class RunInterrupted(SystemExit):
+    """A run stopped by SIGTERM, Ctrl+C or an exit request, after its results.json said so.
+
+    A `SystemExit` (so `except Exception` lets it through, as the signal meant the process to end) whose
+    code is non-zero: 143 (128 + SIGTERM) for SIGTERM, 130 for Ctrl+C, else the exit request's own code.
+    """
+
+    def __init__(self, code: int, results: dict[str, Any]) -> None:
+        super().__init__(code)
+        self.results = results
+
+
+def interruption_reason(interruption: BaseException) -> tuple[str, int]:
+    """(what stopped the run, in words; the exit code) for a SystemExit or KeyboardInterrupt."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(interruption, RunInterrupted):
+        return interruption.results.get("error", "interrupted"), int(interruption.code)
+    if isinstance(interruption, SIGTERMException):
+        return "SIGTERM (a scheduler's time limit or preemption, docker stop, kill)", 128 + signal.SIGTERM
+    if isinstance(interruption, KeyboardInterrupt):
+        return "Ctrl+C (KeyboardInterrupt)", 128 + signal.SIGINT
+    code = getattr(interruption, "code", None)
+    return f"an exit request (SystemExit {code!r}) during training", code if isinstance(code, int) and code else 1
 
 
 def in_multirun() -> bool:
@@ -49,18 +79,39 @@ def failed_results(cfg: DictConfig, error: BaseException, wall_seconds: float) -
     """What a failed job records in results.json: its settings, status "failed" and the error."""
     import traceback
 
-    from hydra.core.hydra_config import HydraConfig
-
-    model = cfg.get("model") or {}
     cause = error
     while cause.__cause__ is not None:  # e.g. the ValueError inside Hydra's InstantiationException
         cause = cause.__cause__
+    return {
+        **_job_record(cfg, STATUS_FAILED, f"{type(cause).__name__}: {cause}", wall_seconds),
+        "traceback": traceback.format_exception(error)[-12:],
+    }
+
+
+def interrupted_results(
+    cfg: DictConfig, interruption: BaseException, wall_seconds: float, progress: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What an interrupted job records: its settings, status "interrupted", why, and where it stopped.
+
+    `progress` holds the epoch, the global step and the checkpoint that a re-run continues from.
+    """
+    reason, _ = interruption_reason(interruption)
+    progress = progress or {}
+    checkpoint = progress.get("checkpoint")
+    where = f" at epoch {progress['epoch']}, step {progress['global_step']}" if "global_step" in progress else ""
+    resume = f"; re-run the same command to continue from {checkpoint} (resume=auto)" if checkpoint else ""
+    return {**_job_record(cfg, STATUS_INTERRUPTED, f"interrupted by {reason}{where}{resume}", wall_seconds), **progress}
+
+
+def _job_record(cfg: DictConfig, status: str, error: str, wall_seconds: float) -> dict[str, Any]:
+    from hydra.core.hydra_config import HydraConfig
+
+    model = cfg.get("model") or {}
     method = HydraConfig.get().runtime.choices.get("method") if HydraConfig.initialized() else None
     channels = model.get("bottleneck_channels")
     return {
-        "status": STATUS_FAILED,
-        "error": f"{type(cause).__name__}: {cause}",
-        "traceback": traceback.format_exception(error)[-12:],
+        "status": status,
+        "error": error,
         "method": method or str((cfg.get("method") or {}).get("_target_")),
         "architecture": model.get("architecture"),
         # a fused run's sizes as a plain list: an OmegaConf node cannot be written as JSON
