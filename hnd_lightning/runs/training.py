@@ -4,7 +4,7 @@
 the best weights and writes `results.json`. The train command and the multi-stage pipelines both run
 it; every run writes into its run directory (`paths.output_dir`):
 
-    checkpoints/   Lightning checkpoints (`last.ckpt` and the best on val/acc1), for `ckpt_path=...`
+    checkpoints/   `last.ckpt` (resume=auto continues from it) and the best checkpoint on val/acc1
     artifacts/     the deployable head and tail (or teacher) weights and their JSON description
     tensorboard/   TensorBoard event files
     results.json   the run's settings and final metrics (`runs.record`)
@@ -22,12 +22,14 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from hnd_lightning.methods import SplitComputingMethod, count_parameters, fused_method_config
 from hnd_lightning.models import build_teacher
 from hnd_lightning.runs.evaluation import quantized_test_metrics
-from hnd_lightning.runs.record import write_results
+from hnd_lightning.runs import resume
+from hnd_lightning.runs.record import RESULTS_FILE, RunInterrupted, interrupted_results, interruption_reason, write_results
 from hnd_lightning.runs.sweep import bottleneck_payload, log_sweep_hparams, refuse_ddp_subprocesses_in_multirun
 
 log = logging.getLogger(__name__)
@@ -87,17 +89,48 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test and export one run described by a composed `train.yaml` config.
 
     Returns the contents of `results.json`: settings, trainable parameters, wall time and metrics.
+    Continues from the run directory's last checkpoint when `resume=auto` finds one (`runs.resume`).
+    Raises `RunInterrupted` (a SystemExit, code 143 on SIGTERM) after recording status "interrupted".
     """
     started = time.perf_counter()
-    datamodule, method, trainer = setup_run(cfg)
-    refuse_ddp_subprocesses_in_multirun(trainer)
-    results = fit_and_test(cfg, datamodule, method, trainer)
+    trainer = None
+    try:
+        if rank_zero_only.rank == 0:
+            resume.remove_leftovers(cfg)
+        with resume.sigterm_raises():
+            datamodule, method, trainer = setup_run(cfg)
+        refuse_ddp_subprocesses_in_multirun(trainer)
+        resume.refuse_empty_training(trainer)
+        resume.prepare_resume(cfg, method, trainer)
+        results = fit_and_test(cfg, datamodule, method, trainer)
+    except (SystemExit, KeyboardInterrupt) as interruption:
+        # SIGTERM (Lightning's SIGTERMException), Ctrl+C, a scheduler's exit: record it, exit non-zero
+        raise record_interruption(cfg, interruption, trainer, time.perf_counter() - started) from interruption
     # The job's whole time (models, data and test included), for the sweep summary.
     results["wall_seconds"] = time.perf_counter() - started
     if trainer.is_global_zero:
         write_results(cfg.paths.output_dir, results)
     log_sweep_hparams(trainer, results)
     return results
+
+
+def record_interruption(
+    cfg: DictConfig, interruption: BaseException, trainer: pl.Trainer | None, wall_seconds: float
+) -> RunInterrupted:
+    """Write results.json with status "interrupted" (where training stopped, the checkpoint to continue from)."""
+    if isinstance(interruption, RunInterrupted):
+        return interruption
+    progress: dict[str, Any] = {}
+    if trainer is not None:
+        progress = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
+        last = resume.latest_checkpoint(cfg, trainer)
+        if last is not None:
+            progress["checkpoint"] = str(last)
+    results = interrupted_results(cfg, interruption, wall_seconds, progress)
+    if rank_zero_only.rank == 0:
+        write_results(cfg.paths.output_dir, results)
+        log.error("Run %s; recorded in %s", results["error"], Path(cfg.paths.output_dir) / RESULTS_FILE)
+    return RunInterrupted(interruption_reason(interruption)[1], results)
 
 
 def fit_and_test(
