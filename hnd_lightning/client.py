@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -56,6 +57,7 @@ def run_client(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     report = {
         "settings": {**OmegaConf.to_container(cfg, resolve=True), "server_model": client.model, "teacher_weights": client.teacher_source},
+        "load_average": list(os.getloadavg()),
         "prediction": "analyze's latency model fed " + ("the parts timed in " + str(cfg.analysis) if analysis else "this run's median part times"),
         "summary": rows,
         "records": [{key: value for key, value in record.items() if key != "logits"} for record in records],

@@ -170,3 +170,40 @@ def test_teacher_run_loads_the_teacher_the_run_distilled_from(tmp_path_factory, 
     (run_dir / ".hydra" / "config.yaml").write_text("model:\n  teacher:\n    weights: null\n    checkpoint: null\n")
     with pytest.raises(ValueError, match="teacher=random"):
         load_teacher("run", metadata, artifacts)
+
+
+class ServedModelsTransport:
+    """Answers model metadata from served models in this process (no network)."""
+
+    link = EmulatedLink()
+
+    def __init__(self, models):
+        self.models = models
+
+    def metadata(self, model):
+        return self.models[model].describe() if model in self.models else None
+
+
+def test_a_fused_runs_artifacts_serve_one_model_per_student_and_the_client_finds_its_own(tmp_path_factory, tmp_path):
+    single = split_artifacts(tmp_path_factory)
+    for name in ("b10", "b3"):  # students of a fused run: artifacts/b<B>/ (here the same B = 3 student twice)
+        (tmp_path / name).symlink_to(single, target_is_directory=True)
+    models = load_served_models(tmp_path)
+    assert list(models) == ["server_b3", "server_b10"]
+    client = SplitClient(tmp_path / "b3", ServedModelsTransport(models))
+    assert client.model == "server_b3"
+
+
+def test_the_device_part_runs_from_device_onnx(tmp_path_factory, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from hnd_lightning.deploy import export_onnx
+
+    artifacts = split_artifacts(tmp_path_factory)
+    export_onnx(load_split_artifacts(artifacts), tmp_path)
+    transport = ServedModelsTransport(load_served_models(artifacts))
+    on_torch = SplitClient(artifacts, transport)
+    on_onnx = SplitClient(artifacts, transport, runtime="onnxruntime", deploy_dir=tmp_path)
+    image = on_torch.prepare(Image.new("RGB", (48, 40), (30, 120, 200)))
+    (torch_payload, _), (onnx_payload, _) = on_torch.payload(image), on_onnx.payload(image)
+    assert np.abs(torch_payload["bottleneck"].astype(int) - onnx_payload["bottleneck"].astype(int)).max() <= 1
+    np.testing.assert_allclose(onnx_payload["scale"], torch_payload["scale"], rtol=1e-5)

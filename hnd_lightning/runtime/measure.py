@@ -29,23 +29,23 @@ def measure_strategies(
     rtt_ms: float = 0.0,
     warmup: int = 1,
 ) -> list[dict[str, Any]]:
-    """Every image through every strategy at every bandwidth (None: no emulation), strategies taking
-    turns per image so that load changes hit them alike; `warmup` untimed rounds per bandwidth first.
+    """Every image through every strategy at every bandwidth (None: no emulation). Per image, the
+    bandwidths and strategies take turns, so a change in the machine's load hits them all alike;
+    `warmup` untimed rounds of the first image come first.
 
-    Returns one record per (bandwidth, image, strategy), `logits` included (numpy, (1, classes)).
+    Returns one record per (image, bandwidth, strategy), `logits` included (numpy, (1, classes)).
     """
     strategies = check_strategies(strategies)
+    links = {bandwidth: EmulatedLink(bandwidth, rtt_ms) for bandwidth in bandwidths_mbps}
     records = []
-    for bandwidth in bandwidths_mbps:
-        client.transport.link = EmulatedLink(bandwidth, rtt_ms)
-        for image in list(images[:1]) * warmup:
-            for strategy in strategies:
-                client.run(strategy, image)
-        for index, image in enumerate(images):
+    for round_index, image in enumerate([*list(images[:1]) * warmup, *images]):
+        for bandwidth, link in links.items():
+            client.transport.link = link
             for strategy in strategies:
                 record = client.run(strategy, image)
-                record.update(bandwidth_mbps=bandwidth, rtt_ms=rtt_ms, image=index)
-                records.append(record)
+                if round_index >= warmup:
+                    record.update(bandwidth_mbps=bandwidth, rtt_ms=rtt_ms, image=round_index - warmup)
+                    records.append(record)
     client.transport.link = EmulatedLink()
     return records
 
