@@ -30,7 +30,7 @@ from hnd_lightning.models.artifacts import save_split_artifacts, split_metadata 
 from hnd_lightning.runtime.batcher import DynamicBatcher  # noqa: E402
 from hnd_lightning.runtime.models import ServedModel, load_served_models  # noqa: E402
 from hnd_lightning.runtime.protocol import InferenceError, TensorSpec, serialize_bytes  # noqa: E402
-from hnd_lightning.runtime.rest_codec import HEADER_LENGTH, build_request  # noqa: E402
+from hnd_lightning.runtime.rest_codec import HEADER_LENGTH  # noqa: E402
 from hnd_lightning.runtime.server import ServerSettings, ServerThread  # noqa: E402
 from hnd_lightning.runtime.service import BatchingSettings, InferenceService  # noqa: E402
 from hnd_lightning.runtime.transport import connect  # noqa: E402
