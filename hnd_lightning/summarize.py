@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hnd_lightning.runs.sweep import unfinished, write_summary
+from hnd_lightning.runs.sweep import write_summary
+from hnd_lightning.runs.sweep_rows import unfinished
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,11 +48,11 @@ def test_analyze_both_roles_here_writes_table_json_and_plot(tmp_path, capsys):
     payload = analysis["payload"]
     assert payload["input"]["bytes_uint8"] == 3 * 32 * 32
     assert payload["student"]["shape"] == [3, 5, 5]
-    assert payload["student"]["bytes"] == {"float32": 300, "float16": 150, "8bit": 80}
+    assert payload["student"]["bytes"] == {"float32": 300, "float16": 150, "uint8": 80}
     assert payload["teacher"]["shape"] == [256, 2, 2]
-    assert payload["student"]["percent_of_input"]["8bit"] == pytest.approx(100 * 80 / 3072)
+    assert payload["student"]["percent_of_input"]["uint8"] == pytest.approx(100 * 80 / 3072)
     assert "generated image" in payload["jpeg"]["source"] and payload["jpeg"]["quality"] == 90
-    assert payload["student"]["ratio_to_jpeg"]["8bit"] == pytest.approx(80 / payload["jpeg"]["bytes"])
+    assert payload["student"]["ratio_to_jpeg"]["uint8"] == pytest.approx(80 / payload["jpeg"]["bytes"])
 
     rows = analysis["end_to_end"]
     assert [row["bandwidth_mbps"] for row in rows] == [1, 3, 10, 30, 100]

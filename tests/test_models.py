@@ -52,13 +52,17 @@ def test_teacher_split_reproduces_teacher_and_keeps_torchvision_names(architectu
     with torch.no_grad():
         torch.testing.assert_close(tail(head(x)), teacher(x))
     teacher_state = teacher.state_dict()
-    for part in (head, tail):
-        part_state = part.state_dict()
-        assert set(part_state) <= set(teacher_state)
-        # a fresh part built from another teacher loads these weights strictly
-        _, fresh_tail = split_teacher(build_teacher(architecture, num_classes=5), architecture)
-    fresh_tail.load_state_dict({k: teacher_state[k] for k in tail.state_dict()}, strict=True)
     assert set(head.state_dict()) | set(tail.state_dict()) == set(teacher_state)
+    # both parts of another (differently initialized) teacher load these weights strictly, under the
+    # teacher's own key names, and then compute what the teacher computes
+    fresh_head, fresh_tail = split_teacher(build_teacher(architecture, num_classes=5), architecture)
+    with torch.no_grad():
+        assert not torch.allclose(fresh_tail(fresh_head(x)), teacher(x))
+    for part, fresh in ((head, fresh_head), (tail, fresh_tail)):
+        assert set(part.state_dict()) <= set(teacher_state)
+        fresh.load_state_dict({key: teacher_state[key] for key in part.state_dict()}, strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh_tail(fresh_head(x)), teacher(x))
 
 
 def test_teacher_head_computes_nothing_past_the_split():

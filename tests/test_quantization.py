@@ -9,7 +9,6 @@ import pytest
 import torch
 from conftest import compose_config, compose_train_config, tiny_overrides
 
-from hnd_lightning.evaluate import evaluate
 from hnd_lightning.models.artifacts import load_split_artifacts
 from hnd_lightning.models.quantization import (
     QuantizeDequantize,
@@ -18,6 +17,7 @@ from hnd_lightning.models.quantization import (
     split_parts,
     with_quantized_bottleneck,
 )
+from hnd_lightning.runs.evaluation import evaluate
 from hnd_lightning.runs.training import train
 
 
@@ -72,7 +72,7 @@ def test_device_and_server_parts_compose_to_the_quantized_model(tmp_path):
 
 def _evaluate_config(artifacts: Path, data_root: Path, output_dir: Path):
     overrides = [f"artifacts={artifacts}", f"data.root={data_root}", "data.num_workers=0",
-                 "data.persistent_workers=false", "data.eval_batch_size=4", "device=cpu"]
+                 "data.persistent_workers=false", "data.eval_batch_size=4", "trainer.accelerator=cpu"]
     return compose_config("evaluate", overrides, output_dir)
 
 
@@ -80,8 +80,7 @@ def test_quantized_accuracy_on_real_images_from_train_and_from_evaluate(image_fo
     results = train(compose_train_config(tiny_overrides("densenet169", "hnd", image_folder, ["test_quantized=true"]), tmp_path / "run"))
     written = json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]
     assert {"test/acc1", "test/acc5", "test_q8/acc1", "test_q8/acc5"} <= set(written)
-    assert written["test_q8/acc1"] == results["metrics"]["test_q8/acc1"]
-    assert 0.0 <= written["test_q8/acc1"] <= written["test_q8/acc5"] <= 1.0
+    assert written["test_q8/acc1"] == results["metrics"]["test_q8/acc1"] == results["models"]["b3"]["test_q8_acc1"]
 
     evaluation = evaluate(_evaluate_config(tmp_path / "run" / "artifacts", image_folder, tmp_path / "eval"))
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text()) == evaluation
@@ -104,14 +103,24 @@ def test_quantized_accuracy_on_real_images_from_train_and_from_evaluate(image_fo
     # the 8-bit link changes the logits, but only a little
     difference = (quantized_logits - float_logits).abs().max().item()
     assert 0 < difference < 0.1 * float_logits.abs().max().item()
-    assert evaluation["payload_bytes_per_image"] == {"float32": 4 * 3 * 5 * 5, "8bit": 3 * 5 * 5 + 5}
+    assert evaluation["payload_bytes_per_image"] == {"float32": 4 * 3 * 5 * 5, "uint8": 3 * 5 * 5 + 5}
 
 
 def test_fused_runs_get_quantized_metrics_per_student(image_folder, tmp_path):
-    overrides = [o for o in tiny_overrides("densenet169", "hnd", image_folder) if not o.startswith("model.bottleneck_channels")]
+    overrides = [o for o in tiny_overrides("densenet169", "fused_hnd", image_folder) if not o.startswith("model.bottleneck_channels")]
     results = train(compose_train_config(overrides + ["model.bottleneck_channels=[3,6]", "test_quantized=true"], tmp_path))
     metrics = results["metrics"]
+    # recount each student's 8-bit top-1 on the batch the test ran (fast_dev_run: the first 2 test images)
+    from hnd_lightning.data import ImageFolderDataModule
+
+    datamodule = ImageFolderDataModule(image_folder, 3, 32, 32, holdout=1, num_workers=0, eval_batch_size=2)
+    datamodule.setup()
+    images, labels = next(iter(datamodule.test_dataloader()))
     for student in ("b3", "b6"):
-        assert 0.0 <= metrics[f"test_q8/{student}/acc1"] <= metrics[f"test_q8/{student}/acc5"] <= 1.0
+        model = load_split_artifacts(tmp_path / "artifacts" / student).model()
+        with torch.no_grad():
+            correct = (with_quantized_bottleneck(model)(images).argmax(1) == labels).float().mean().item()
+        assert metrics[f"test_q8/{student}/acc1"] == pytest.approx(correct)
+        assert results["models"][student]["test_q8_acc1"] == metrics[f"test_q8/{student}/acc1"]
     # the run's headline metrics are its first student's
     assert metrics["test_q8/acc1"] == metrics["test_q8/b3/acc1"]

@@ -14,7 +14,9 @@ from conftest import compose_train_config, tiny_overrides
 from PIL import Image
 
 from hnd_lightning import summarize
-from hnd_lightning.runs.sweep import SUMMARY_CSV, SUMMARY_MD, SUMMARY_PNG, bottleneck_payload, write_summary
+from hnd_lightning.models.quantization import bottleneck_payload
+from hnd_lightning.reporting.sweep_summary import SUMMARY_CSV, SUMMARY_MD, SUMMARY_PNG
+from hnd_lightning.runs.sweep import write_summary
 from hnd_lightning.runs.training import train
 
 
@@ -34,6 +36,13 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def markdown_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of the markdown table in `path`, as {header: cell text}."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    return [dict(zip(cells[0], row)) for row in cells[2:]]
+
+
 def test_sweep_over_bottleneck_sizes_writes_table_and_plot(image_folder, tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = run_sweep(sweep_dir, image_folder, "model.bottleneck_channels=3,6,9", "test_quantized=true")
@@ -47,17 +56,18 @@ def test_sweep_over_bottleneck_sizes_writes_table_and_plot(image_folder, tmp_pat
     assert [int(row["payload_bytes_float32"]) for row in rows] == [4 * 25 * b for b in (3, 6, 9)]
     assert [int(row["payload_bytes_uint8"]) for row in rows] == [25 * b + 5 for b in (3, 6, 9)]
     assert float(rows[0]["payload_percent_of_input"]) == pytest.approx(100 * 80 / 3072)
+    # each job's results.json carries what the table shows (test_q8: asked for with test_quantized)
     for row in rows:
-        assert 0.0 <= float(row["test_acc1"]) <= 1.0 and 0.0 <= float(row["test_acc5"]) <= 1.0
-        assert 0.0 <= float(row["test_q8_acc1"]) <= 1.0  # quantized accuracy, asked for with test_quantized
-        assert int(row["trainable_parameters"]) > 0 and float(row["wall_seconds"]) > 0
-    # each job's results.json carries what the table shows
-    written = json.loads((sweep_dir / "1_densenet169_hnd_b6" / "results.json").read_text())
-    assert written["status"] == "ok" and written["payload"]["bottleneck_shape"] == [6, 5, 5]
-    assert written["metrics"]["test/acc1"] == pytest.approx(float(rows[1]["test_acc1"]))
+        written = json.loads((sweep_dir / row["job"] / "results.json").read_text())
+        assert written["status"] == "ok" and written["payload"]["bottleneck_shape"] == [int(row["bottleneck_channels"]), 5, 5]
+        for column, key in (("test_acc1", "test/acc1"), ("test_acc5", "test/acc5"), ("test_q8_acc1", "test_q8/acc1")):
+            assert float(row[column]) == pytest.approx(written["metrics"][key]), column
+        assert int(row["trainable_parameters"]) == written["trainable_parameters"]
+        assert float(row["wall_seconds"]) == pytest.approx(written["wall_seconds"])
 
-    markdown = (sweep_dir / SUMMARY_MD).read_text().splitlines()
-    assert sum(line.startswith("| 0_") or line.startswith("| 1_") or line.startswith("| 2_") for line in markdown) == 3
+    table = markdown_rows(sweep_dir / SUMMARY_MD)
+    assert [row["job"] for row in table] == [row["job"] for row in rows]
+    assert table[0]["test_acc1 (%)"] == f"{100 * float(rows[0]['test_acc1']):.2f}"
     with Image.open(sweep_dir / SUMMARY_PNG) as image:
         assert image.format == "PNG" and image.width > 300
 
@@ -77,7 +87,7 @@ def test_failed_job_is_reported_and_a_rerun_fills_in_only_unfinished_jobs(image_
     failed = rows["1_densenet169_hnd_b0"]
     assert failed["status"] == "failed" and failed["test_acc1"] == ""
     assert "bottleneck_channels must be a positive integer" in failed["error"]
-    assert "| failed |" in (sweep_dir / SUMMARY_MD).read_text()
+    assert [row["status"] for row in markdown_rows(sweep_dir / SUMMARY_MD)] == ["ok", "failed"]
     assert (sweep_dir / SUMMARY_PNG).is_file()
 
     finished = sweep_dir / "0_densenet169_hnd_b3" / "results.json"
@@ -99,38 +109,50 @@ def _write_job(sweep_dir: Path, name: str, results: dict | None, config: dict | 
         (job / "results.json").write_text(json.dumps(results))
 
 
-def test_summary_shows_quantized_accuracy_and_missing_jobs_without_training(tmp_path):
+def test_payload_of_the_papers_bottlenecks():
     payload = bottleneck_payload("densenet169", 3, 224)
-    assert payload["bottleneck_shape"] == [3, 29, 29] and payload["bytes_uint8"] == 2523 + 5
+    assert payload["bottleneck_shape"] == [3, 29, 29]
+    assert (payload["bytes_float32"], payload["bytes_float16"], payload["bytes_uint8"]) == (4 * 2523, 2 * 2523, 2523 + 5)
+    assert payload["input_bytes_uint8"] == 3 * 224 * 224
     assert payload["percent_of_input"] == pytest.approx(1.68, abs=0.01)  # the papers' figure
     assert bottleneck_payload("inception_v3", 3, 299)["percent_of_input"] == pytest.approx(1.53, abs=0.01)
     assert bottleneck_payload("densenet169", 0, 224) is None
 
-    metrics = {"test/acc1": 0.7, "test/acc5": 0.9, "best/val/acc1": 0.72, "test_q8/acc1": 0.69, "test_q8/acc5": 0.89}
-    common = {"architecture": "densenet169", "input_size": 224, "trainable_parameters": 10, "wall_seconds": 5.0}
-    _write_job(tmp_path, "0_a", {**common, "status": "ok", "method": "hnd", "bottleneck_channels": 3, "payload": payload, "metrics": metrics})
-    _write_job(tmp_path, "1_b", {**common, "status": "ok", "method": "original", "bottleneck_channels": None, "payload": None,
-                                 "metrics": {"test/acc1": 0.75, "test/acc5": 0.92}})
+
+def _model(size: int | None, **values) -> dict:
+    payload = bottleneck_payload("densenet169", size, 224) if size else None
+    return {"bottleneck_channels": size, "payload": payload, "trainable_parameters": 10 * (size or 100), **values}
+
+
+def test_summary_has_a_row_per_model_with_quantized_accuracy_and_missing_jobs(tmp_path):
+    common = {"architecture": "densenet169", "input_size": 224, "trainable_parameters": 10, "wall_seconds": 5.0, "status": "ok"}
+    _write_job(tmp_path, "0_a", {**common, "method": "hnd", "bottleneck_channels": 3, "metrics": {"test/acc1": 0.7},
+                                 "models": {"b3": _model(3, best_val_acc1=0.72, test_acc1=0.7, test_acc5=0.9, test_q8_acc1=0.69)}})
+    _write_job(tmp_path, "1_b", {**common, "method": "original", "bottleneck_channels": None,
+                                 "models": {"teacher": _model(None, best_val_acc1=0.8, test_acc1=0.75, test_acc5=0.92)}})
     # a job killed before it wrote results.json: the row comes from its Hydra config
     _write_job(tmp_path, "2_c", None, {"model": {"architecture": "densenet169", "bottleneck_channels": 6, "input_size": 224}})
-
-    # a fused HND run (model.bottleneck_channels=[3,6]) is one job with a row per student
-    fused_metrics = {"test/acc1": 0.5, "test/b3/acc1": 0.5, "test/b3/acc5": 0.8, "test/b6/acc1": 0.6, "test/b6/acc5": 0.9}
-    students = {"b3": {"bottleneck_channels": 3, "best_val_acc1": 0.4}, "b6": {"bottleneck_channels": 6, "best_val_acc1": 0.55}}
-    _write_job(tmp_path, "3_d", {**common, "status": "ok", "method": "hnd", "bottleneck_channels": [3, 6], "payload": None,
-                                 "students": students, "metrics": fused_metrics})
+    # a fused HND run is one job with a row per student, each with its own payload, parameters and accuracy
+    _write_job(tmp_path, "3_d", {**common, "method": "hnd", "bottleneck_channels": [3, 6], "metrics": {"test/acc1": 0.5},
+                                 "models": {"b3": _model(3, best_val_acc1=0.4, test_acc1=0.5, test_acc5=0.8),
+                                            "b6": _model(6, best_val_acc1=0.55, test_acc1=0.6, test_acc5=0.9)}})
+    # a failed job has no per-model record: one row from its run-level fields
+    _write_job(tmp_path, "4_e", {**common, "status": "failed", "error": "ValueError: boom", "method": "kd",
+                                 "bottleneck_channels": 9, "metrics": {}})
 
     summary = write_summary(tmp_path)
     rows = {row["job"]: row for row in summary["rows"]}
-    assert list(rows) == ["0_a", "1_b", "2_c", "3_d/b3", "3_d/b6"]
+    assert list(rows) == ["0_a", "1_b", "2_c", "3_d/b3", "3_d/b6", "4_e"]
     assert (rows["3_d/b6"]["bottleneck_channels"], rows["3_d/b6"]["payload_bytes_uint8"]) == (6, 5046 + 5)
-    assert (rows["3_d/b6"]["test_acc1"], rows["3_d/b6"]["best_val_acc1"]) == (0.6, 0.55)
+    assert (rows["3_d/b6"]["test_acc1"], rows["3_d/b6"]["best_val_acc1"], rows["3_d/b6"]["trainable_parameters"]) == (0.6, 0.55, 60)
     assert rows["0_a"]["test_q8_acc1"] == 0.69 and rows["0_a"]["best_val_acc1"] == 0.72
-    assert rows["1_b"]["payload_bytes_float32"] is None and rows["1_b"]["status"] == "ok"
+    assert rows["1_b"]["payload_bytes_float32"] is None and rows["1_b"]["test_acc1"] == 0.75
     assert rows["2_c"]["status"] == "missing" and rows["2_c"]["payload_bytes_uint8"] == 5046 + 5
+    assert (rows["4_e"]["status"], rows["4_e"]["payload_bytes_uint8"], rows["4_e"]["error"]) == ("failed", 7569 + 5, "ValueError: boom")
     header = read_csv(summary["csv"])[0].keys()
-    assert {"test_q8_acc1", "test_q8_acc5"} <= set(header)
-    assert "| 69.00 |" in summary["markdown"].read_text()
+    assert "test_q8_acc1" in header and "test_q8_acc5" not in header  # a column only where some job has it
+    table = {row["job"]: row for row in markdown_rows(summary["markdown"])}
+    assert table["0_a"]["test_q8_acc1 (%)"] == "69.00" and table["1_b"]["test_q8_acc1 (%)"] == "-"
     assert summarize.main([str(tmp_path)]) == 1  # a missing job is not a finished sweep
     assert summarize.main([str(tmp_path / "nowhere")]) == 2
 

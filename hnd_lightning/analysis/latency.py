@@ -33,7 +33,7 @@ def end_to_end(device: dict[str, Any], server: dict[str, Any], bandwidths: list[
             "device_only": device_ms["teacher_full"]["batch_1_ms"],
             "server_only": link_ms(payload["jpeg"]["bytes"], bandwidth) + rtt_ms + server_ms["teacher_full"]["batch_1_ms"],
             "split": device_ms["student_device"]["batch_1_ms"]
-            + link_ms(payload["student"]["bytes"]["8bit"], bandwidth)
+            + link_ms(payload["student"]["bytes"]["uint8"], bandwidth)
             + rtt_ms
             + server_ms["student_server"]["batch_1_ms"],
         }

@@ -39,13 +39,13 @@ def _payload_section(model: dict[str, Any], payload: dict[str, Any]) -> list[str
     jpeg, size = payload["jpeg"], model["input_size"]
     rows = [
         {"tensor": f"{label} {_shape(payload[key]['shape'])}", "elements": payload[key]["elements"],
-         **{fmt: payload[key]["bytes"][fmt] for fmt in ("float32", "float16", "8bit")},
-         "percent": payload[key]["percent_of_input"]["8bit"], "jpeg": payload[key]["ratio_to_jpeg"]["8bit"]}
+         **{fmt: payload[key]["bytes"][fmt] for fmt in ("float32", "float16", "uint8")},
+         "percent": payload[key]["percent_of_input"]["uint8"], "jpeg": payload[key]["ratio_to_jpeg"]["uint8"]}
         for key, label in (("student", "HND bottleneck"), ("teacher", "teacher split tensor"))
     ]
     columns = [
         Column("tensor"), Column("elements", format=","), Column("float32", format=","), Column("float16", format=","),
-        Column("8bit", "8-bit", format=","), Column("percent", "8-bit % of input", format=".2f"),
+        Column("uint8", "8-bit", format=","), Column("percent", "8-bit % of input", format=".2f"),
         Column("jpeg", "8-bit / JPEG", format=lambda ratio: f"{ratio:.2f}x", align="right"),
     ]
     return [

@@ -1,21 +1,24 @@
-"""Training methods: one LightningModule each over `SplitComputingMethod`."""
+"""Methods: one LightningModule each over `SplitComputingMethod` (training methods, and a loaded split for evaluation)."""
 
-from hnd_lightning.methods.base import SplitComputingMethod, StudentMethod, count_parameters
-from hnd_lightning.methods.fused_hnd import FusedHNDMethod, fused_method_config
+from hnd_lightning.methods.base import SplitComputingMethod, count_parameters, student_name
+from hnd_lightning.methods.fused_hnd import FusedHNDMethod
 from hnd_lightning.methods.hnd import HNDMethod
 from hnd_lightning.methods.kd import KDMethod, distillation_loss
+from hnd_lightning.methods.loaded import LoadedSplitModel
 from hnd_lightning.methods.naive import NaiveMethod
 from hnd_lightning.methods.original import OriginalMethod
+from hnd_lightning.methods.student import StudentMethod
 
 __all__ = [
     "FusedHNDMethod",
     "HNDMethod",
     "KDMethod",
+    "LoadedSplitModel",
     "NaiveMethod",
     "OriginalMethod",
     "SplitComputingMethod",
     "StudentMethod",
     "count_parameters",
     "distillation_loss",
-    "fused_method_config",
+    "student_name",
 ]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-from hnd_lightning.methods.base import StudentMethod
+from hnd_lightning.methods.base import OptimizerFactory, SchedulerFactory
+from hnd_lightning.methods.student import StudentMethod
+from hnd_lightning.models import split_teacher
 
 
 class HNDMethod(StudentMethod):
@@ -15,8 +18,18 @@ class HNDMethod(StudentMethod):
 
     method_name = "hnd"
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        teacher: nn.Module,
+        architecture: str,
+        num_classes: int,
+        input_size: int,
+        bottleneck_channels: int,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__(teacher, architecture, num_classes, input_size, bottleneck_channels, optimizer, scheduler)
+        self.teacher_head, _ = split_teacher(teacher, architecture)
         self.freeze(self.teacher_head, self.model.tail)
 
     def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hnd_lightning.methods.base import OptimizerFactory, SchedulerFactory, StudentMethod
+from hnd_lightning.methods.base import OptimizerFactory, SchedulerFactory
+from hnd_lightning.methods.student import StudentMethod
 
 
 def distillation_loss(
@@ -55,7 +56,6 @@ class KDMethod(StudentMethod):
             teacher, architecture, num_classes, input_size, bottleneck_channels, optimizer, scheduler,
             temperature=temperature, alpha=alpha,
         )
-        self.teacher_head = None  # KD runs the whole teacher below
         self.teacher = teacher
         self.freeze(self.teacher)
 

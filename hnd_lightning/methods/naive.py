@@ -5,17 +5,13 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from hnd_lightning.methods.base import StudentMethod
+from hnd_lightning.methods.student import StudentMethod
 
 
 class NaiveMethod(StudentMethod):
     """Student head and tail both train; the tail starts from the teacher's weights; no teacher is kept."""
 
     method_name = "naive"
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.teacher_head = None  # not needed: naive training never looks at the teacher
 
     def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.model(images), labels)

@@ -12,6 +12,8 @@ from torch.nn import functional as F
 from hnd_lightning.methods.base import OptimizerFactory, SchedulerFactory, SplitComputingMethod
 from hnd_lightning.models.artifacts import save_teacher_artifacts
 
+TEACHER_NAME = "teacher"
+
 
 class OriginalMethod(SplitComputingMethod):
     """Trains the whole teacher; its exported `teacher.safetensors` is what `model.teacher.checkpoint` takes."""
@@ -33,10 +35,14 @@ class OriginalMethod(SplitComputingMethod):
         super().__init__(architecture, num_classes, input_size, optimizer, scheduler)
         self.model = teacher.train().requires_grad_(True)
 
+    @property
+    def models(self) -> dict[str, nn.Module]:
+        return {TEACHER_NAME: self.model}
+
     def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.model(images), labels)
 
-    def export_artifacts(self, directory: Path, data_info: dict[str, Any]) -> list[Path]:
+    def export_model(self, model: nn.Module, directory: Path, data_info: dict[str, Any]) -> list[Path]:
         metadata = {
             "architecture": self.hparams.architecture,
             "method": self.method_name,
@@ -44,4 +50,4 @@ class OriginalMethod(SplitComputingMethod):
             "input_size": self.hparams.input_size,
             **data_info,
         }
-        return save_teacher_artifacts(directory, self.model, metadata)
+        return save_teacher_artifacts(directory, model, metadata)

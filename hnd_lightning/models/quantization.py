@@ -11,24 +11,67 @@ The same arithmetic serves evaluation (`with_quantized_bottleneck`) and deployme
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from hnd_lightning.models.split import SplitModel
+from hnd_lightning.models.architectures import get_architecture
+from hnd_lightning.models.split import SplitModel, build_encoder, output_shape
 
 QUANTIZED_LEVELS = 255  # uint8: codes 0..255
 # Bytes sent per image besides the values: a float32 scale and a uint8 zero point.
 QUANTIZATION_HEADER_BYTES = 4 + 1
 _SMALLEST_SCALE = 1e-12  # an all-zero tensor would otherwise give scale 0 and a division by zero
 
+# The link formats, named the same everywhere: `payload_bytes(...)[format]`, `bytes_<format>` in a
+# run's `payload` record, `payload_bytes_<format>` in the sweep summary. "uint8" is the 8-bit link:
+# uint8 values plus each image's scale and zero point.
+PAYLOAD_FORMATS = ("float32", "float16", "uint8")
+
 
 def payload_bytes(elements: int) -> dict[str, int]:
-    """Bytes one image's tensor of `elements` values takes on the link, per format:
-    float32, float16, and 8-bit (uint8 values plus the per-image scale and zero point)."""
-    return {"float32": 4 * elements, "float16": 2 * elements, "8bit": elements + QUANTIZATION_HEADER_BYTES}
+    """Bytes one image's tensor of `elements` values takes on the link, per format (`PAYLOAD_FORMATS`):
+    float32, float16, and uint8 (the 8-bit link: uint8 values plus the per-image scale and zero point)."""
+    return {"float32": 4 * elements, "float16": 2 * elements, "uint8": elements + QUANTIZATION_HEADER_BYTES}
+
+
+def link_payload(bottleneck_shape: Sequence[int], input_size: int) -> dict[str, Any]:
+    """What the device sends per image for a bottleneck tensor of `bottleneck_shape` (B, h, w).
+
+    Returns `bottleneck_shape`, `bytes_float32`, `bytes_float16`, `bytes_uint8` (see `payload_bytes`),
+    `input_bytes_uint8` (the uint8 RGB input image, 3 x H x W bytes) and `percent_of_input` (the uint8
+    payload as a percentage of that image; the papers' figure: 1.68 % at B = 3, 224 x 224).
+    """
+    sizes = payload_bytes(math.prod(bottleneck_shape))
+    input_bytes = 3 * input_size * input_size
+    return {
+        "bottleneck_shape": list(bottleneck_shape),
+        **{f"bytes_{fmt}": sizes[fmt] for fmt in PAYLOAD_FORMATS},
+        "input_bytes_uint8": input_bytes,
+        "percent_of_input": 100.0 * sizes["uint8"] / input_bytes,
+    }
+
+
+def bottleneck_payload(architecture: str, bottleneck_channels: Any, input_size: int) -> dict[str, Any] | None:
+    """`link_payload` of the encoder of `architecture` with `bottleneck_channels` at `input_size`^2.
+
+    None when `bottleneck_channels` is not a positive integer (`method=original` sends no bottleneck).
+    """
+    if isinstance(bottleneck_channels, bool) or not isinstance(bottleneck_channels, int) or bottleneck_channels < 1:
+        return None
+    encoder = build_encoder(get_architecture(architecture), bottleneck_channels)
+    return link_payload(output_shape(encoder, (1, 3, input_size, input_size))[1:], input_size)
+
+
+def model_payload(model: nn.Module, input_size: int) -> dict[str, Any] | None:
+    """`link_payload` of a composed student's bottleneck; None for a model without one (a teacher)."""
+    if not isinstance(model, SplitModel):
+        return None
+    return link_payload(output_shape(model.encoder, (1, 3, input_size, input_size))[1:], input_size)
 
 
 @dataclass

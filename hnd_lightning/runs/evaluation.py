@@ -1,68 +1,137 @@
-"""Accuracy of a composed student, also with its bottleneck sent as 8 bits (`test_q8/...`)."""
+"""Evaluating a trained split from its artifacts, through the same test as training.
+
+`evaluate(cfg)` (the `python -m hnd_lightning.evaluate` command) loads the artifacts, builds the data
+as the model was trained on (`split.json`: input size, resize size, normalization, classes), refuses
+data whose class folders are not the run's classes, and runs `trainer.test` on a `LoadedSplitModel`
+with the 8-bit link tested too: the same LightningModule test as a training run's, so
+`trainer.limit_test_batches`, `trainer=ddp`, precision and the logger behave the same.
+"""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
+from pathlib import Path
+from typing import Any, Sequence
 
 import lightning.pytorch as pl
-import torch
-from torch import nn
-from torch.utils.data import DataLoader
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
 
-from hnd_lightning.models.quantization import with_quantized_bottleneck
-from hnd_lightning.models.split import SplitModel
+from hnd_lightning.files import write_json
+from hnd_lightning.methods import LoadedSplitModel
+from hnd_lightning.models.artifacts import load_split_artifacts
+from hnd_lightning.models.quantization import payload_bytes
 
 log = logging.getLogger(__name__)
 
-
-@torch.no_grad()
-def accuracy(
-    model: nn.Module, loader: DataLoader, num_classes: int, device: torch.device | str, max_batches: float = math.inf
-) -> dict[str, float]:
-    """Top-1 and top-5 accuracy of `model` over `loader`'s first `max_batches` (images, labels) batches:
-    {"acc1", "acc5"}."""
-    metrics = MetricCollection(
-        {
-            "acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-            "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
-        }
-    ).to(device)
-    was_training = model.training
-    model.eval()
-    try:
-        for images, labels in itertools.islice(loader, None if math.isinf(max_batches) else int(max_batches)):
-            metrics.update(model(images.to(device)), labels.to(device))
-    finally:
-        model.train(was_training)
-    return {name: float(value) for name, value in metrics.compute().items()}
+EVALUATION_FILE = "evaluation.json"
+SPLITS = ("test", "val")
+# what the evaluation reports, as the LightningModule's test logs it: float32 and 8-bit link
+TESTED_METRICS = ("test/acc1", "test/acc5", "test_q8/acc1", "test_q8/acc5")
+LINK_FORMATS = ("float32", "uint8")
 
 
-def quantized_test_metrics(method: pl.LightningModule, datamodule: pl.LightningDataModule) -> dict[str, float]:
-    """`test_q8/acc1` and `test_q8/acc5` of a trained method's composed student with the 8-bit link.
+def data_config_from_artifacts(data_cfg: DictConfig, metadata: dict[str, Any]) -> DictConfig:
+    """Set input size, resize size, normalization and classes of `data_cfg` to what the model was trained on."""
+    data_cfg = data_cfg.copy()
+    with open_dict(data_cfg):
+        data_cfg.input_size = metadata["input"]["shape"][-1]
+        data_cfg.resize_size = metadata["input"].get("resize_size") or data_cfg.input_size
+        data_cfg.num_classes = metadata["num_classes"]
+        for key in ("mean", "std"):
+            if metadata["input"].get(key):
+                data_cfg[key] = list(metadata["input"][key])
+    return data_cfg
 
-    Used by `train.py` when `test_quantized=true`. A method with several students (`method.students`,
-    fused HND) also gets `test_q8/<student>/acc1` and `/acc5` for each, next to its `test/<student>/...`;
-    `method.model` is then its first student. A `method=original` teacher has no bottleneck, so it gets
-    no quantized metrics (a warning says so).
+
+def _listed(names: Sequence[str], limit: int = 50) -> str:
+    shown = ", ".join(names[:limit])
+    return f"[{shown}{f', ... ({len(names) - limit} more)' if len(names) > limit else ''}]"
+
+
+def check_classes(trained: Sequence[str] | None, found: Sequence[str] | None, allow_relabelled: bool = False) -> None:
+    """Refuse to evaluate on class folders that are not the ones the model was trained on.
+
+    `trained`: `split.json`'s `classes` (label i is `trained[i]`); `found`: the dataset's class names
+    in label order. The same names in the same order pass; anything else raises ValueError naming
+    both lists, unless `allow_relabelled` (data whose folders were renamed but keep the label order),
+    which only logs the difference. Nothing to compare (either list unknown) logs a warning.
     """
-    if not isinstance(method.model, SplitModel):
-        log.warning("test_quantized: method=%s has no bottleneck to quantize; skipped", method.method_name)
-        return {}
-    students = dict(getattr(method, "students", None) or {})
-    # the batches `trainer.test` just ran (all of them unless `limit_test_batches` or `fast_dev_run`)
-    trainer = method._trainer
-    max_batches = trainer.num_test_batches[0] if trainer is not None and trainer.num_test_batches else math.inf
-    metrics = {}
-    for name, student in (students or {"": method.model}).items():
-        result = accuracy(
-            with_quantized_bottleneck(student), datamodule.test_dataloader(), method.hparams.num_classes,
-            method.device, max_batches,
+    if not trained or not found:
+        log.warning("Cannot check the labels: %s records no class names", "split.json" if not trained else "the dataset")
+        return
+    trained, found = list(trained), list(found)
+    if trained == found:
+        return
+    differing = [index for index, (a, b) in enumerate(zip(trained, found)) if a != b]
+    where = (
+        f"{len(trained)} classes in training, {len(found)} here" if len(trained) != len(found)
+        else f"{len(differing)} of {len(trained)} labels differ, first at label {differing[0]}: "
+        f"{trained[differing[0]]!r} in training, {found[differing[0]]!r} here"
+    )
+    message = (
+        f"The dataset's class folders are not the classes this model was trained on ({where}), so its "
+        f"accuracy would be measured against the wrong labels.\n  split.json classes: {_listed(trained)}\n"
+        f"  dataset classes:    {_listed(found)}\n"
+    )
+    if not allow_relabelled:
+        raise ValueError(message + "Point data.root at the run's dataset, or pass allow_relabelled=true if these "
+                         "folders are the same classes renamed, in the same label order.")
+    log.warning("%sallow_relabelled=true: evaluating anyway, label i of the model taken as class folder i.", message)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test the artifacts at `cfg.artifacts` on `cfg.split` of `cfg.data` with a float32 and an 8-bit
+    bottleneck; write `evaluation.json` (rank zero), print the table and return the results."""
+    if cfg.split not in SPLITS:
+        raise ValueError(f"split={cfg.split!r} is not one of {SPLITS}; use split=test (default) or split=val.")
+    pl.seed_everything(cfg.seed, workers=True)
+    artifacts = load_split_artifacts(cfg.artifacts)
+    metadata = artifacts.metadata
+    datamodule = instantiate(data_config_from_artifacts(cfg.data, metadata))
+    datamodule.prepare_data()  # e.g. the bundled dataset writes its image files here
+    datamodule.setup("test")
+    check_classes(metadata.get("classes"), getattr(datamodule, "classes", None), cfg.allow_relabelled)
+    loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
+
+    module = LoadedSplitModel(artifacts)
+    module.test_quantized = True
+    loggers = [instantiate(item) for item in (cfg.get("logger") or {}).values() if item and "_target_" in item]
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+    trainer.test(module, dataloaders=loader)
+    tested = {key: float(trainer.callback_metrics[key]) for key in TESTED_METRICS}
+    images = min(len(loader.dataset), trainer.num_test_batches[0] * loader.batch_size * trainer.world_size)
+    elements = math.prod(metadata["bottleneck_tensor"]["shape"])
+    results = {
+        "artifacts": str(Path(cfg.artifacts).resolve()),
+        "architecture": metadata["architecture"],
+        "method": metadata["method"],
+        "bottleneck_channels": metadata["bottleneck_channels"],
+        "split": cfg.split,
+        "images": images,
+        # named after the split evaluated: test/acc1, test_q8/acc1, or val/acc1, val_q8/acc1
+        "metrics": {cfg.split + key[len("test"):]: value for key, value in tested.items()},
+        "payload_bytes_per_image": {fmt: payload_bytes(elements)[fmt] for fmt in LINK_FORMATS},
+    }
+    if trainer.is_global_zero:
+        path = write_json(Path(cfg.paths.output_dir) / EVALUATION_FILE, results)
+        print(format_results(results))
+        log.info("Written %s", path)
+    return results
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """A small terminal table: accuracy and payload with a float32 and with an 8-bit bottleneck."""
+    split, metrics, payload = results["split"], results["metrics"], results["payload_bytes_per_image"]
+    rows = [
+        f"{results['architecture']} {results['method']} B={results['bottleneck_channels']}, "
+        f"{results['images']} {split} images",
+        f"{'bottleneck':<12}{'top-1':>9}{'top-5':>9}{'bytes/image':>13}",
+    ]
+    for label, prefix, fmt in (("float32", split, "float32"), ("8-bit", f"{split}_q8", "uint8")):
+        rows.append(
+            f"{label:<12}{100 * metrics[f'{prefix}/acc1']:>8.2f}%{100 * metrics[f'{prefix}/acc5']:>8.2f}%"
+            f"{payload[fmt]:>13,}"
         )
-        metrics.update({f"test_q8/{name}/{key}" if name else f"test_q8/{key}": value for key, value in result.items()})
-        if student is method.model:
-            metrics.update({f"test_q8/{key}": value for key, value in result.items()})
-    return metrics
+    return "\n".join(rows)

@@ -17,7 +17,7 @@ def read_json(path: Path) -> Any:
 
 
 def _payload(architecture: str, bottleneck_channels: int, input_size: int) -> dict[str, Any]:
-    from hnd_lightning.runs.sweep import bottleneck_payload
+    from hnd_lightning.models.quantization import bottleneck_payload
 
     sent = bottleneck_payload(architecture, bottleneck_channels, input_size)
     return {
@@ -47,7 +47,7 @@ def student_rows(stage: str, seed: int, results: dict[str, Any]) -> list[dict[st
                 "test_acc1": metrics.get(f"test/{key}acc1"),
                 "test_acc5": metrics.get(f"test/{key}acc5"),
                 "test_q8_acc1": metrics.get(f"test_q8/{key}acc1"),
-                "best_val_acc1": (results.get("students") or {}).get(f"b{size}", {}).get("best_val_acc1") if fused
+                "best_val_acc1": (results.get("models") or {}).get(f"b{size}", {}).get("best_val_acc1") if fused
                 else metrics.get("best/val/acc1"),
                 "trainable_parameters": results["trainable_parameters"],
                 "epochs": epochs,

@@ -25,12 +25,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from hnd_lightning.methods import SplitComputingMethod, count_parameters, fused_method_config
+from hnd_lightning.methods import SplitComputingMethod, count_parameters
 from hnd_lightning.models import build_teacher
-from hnd_lightning.runs.evaluation import quantized_test_metrics
+from hnd_lightning.runs.export import ARTIFACTS_DIR, export_artifacts
 from hnd_lightning.runs import resume
 from hnd_lightning.runs.record import RESULTS_FILE, RunInterrupted, interrupted_results, interruption_reason, write_results
-from hnd_lightning.runs.sweep import bottleneck_payload, log_sweep_hparams, refuse_ddp_subprocesses_in_multirun
+from hnd_lightning.runs.sweep import log_sweep_hparams, refuse_ddp_subprocesses_in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,8 @@ def build_method(cfg: DictConfig) -> SplitComputingMethod:
         checkpoint=model_cfg.teacher.checkpoint,
         input_size=model_cfg.input_size,
     )
-    method_cfg = cfg.method
-    if OmegaConf.is_list(model_cfg.bottleneck_channels):
-        # `model.bottleneck_channels=[3,6,9,12]`: one fused HND run trains a student per size
-        method_cfg = fused_method_config(cfg.method)
     return instantiate(
-        method_cfg,
+        cfg.method,
         teacher=teacher,
         architecture=model_cfg.architecture,
         num_classes=model_cfg.num_classes,
@@ -136,7 +132,8 @@ def record_interruption(
 def fit_and_test(
     cfg: DictConfig, datamodule: pl.LightningDataModule, method: SplitComputingMethod, trainer: pl.Trainer
 ) -> dict[str, Any]:
-    """Fit (exporting artifacts at fit end) and test the best weights; return the results record."""
+    """Fit; test every model at its best weights (`trainer.test(ckpt_path="best")`, then each model's
+    own best, see `SplitComputingMethod`); export the weights just tested; return the results record."""
     output_dir = Path(cfg.paths.output_dir)
     started = time.perf_counter()
     trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -148,32 +145,41 @@ def fit_and_test(
         metrics["best/val/acc1"] = float(checkpoint.best_model_score)
 
     if cfg.get("test"):
-        # The export callback already loaded the best weights into `method` at fit end.
-        trainer.test(method, datamodule=datamodule)
+        tested = "best" if best_path and Path(best_path).is_file() else None
+        if best_path and tested is None:
+            # The weights tested are the same (the method keeps every model's best), but the file is not.
+            log.warning(
+                "Best checkpoint %s not found on rank %d (run directories must be on a filesystem shared by "
+                "all nodes); testing the best weights kept in memory", best_path, trainer.global_rank,
+            )
+        method.test_quantized = bool(cfg.get("test_quantized"))
+        trainer.test(method, datamodule=datamodule, ckpt_path=tested)
         metrics.update(_scalars(trainer.callback_metrics))
-        if cfg.get("test_quantized"):
-            metrics.update(quantized_test_metrics(method, datamodule))
+    else:
+        method.use_best_weights()
+    if trainer.is_global_zero:
+        export_artifacts(method, datamodule, output_dir / ARTIFACTS_DIR)
 
+    models = method.model_summary()
     results = {
         "status": "ok",
         "method": method.method_name,
         "architecture": cfg.model.architecture,
-        "bottleneck_channels": None if method.method_name == "original" else OmegaConf.to_object(cfg.model).get("bottleneck_channels"),
+        # one size, a fused run's list of sizes, or None for `original`
+        "bottleneck_channels": method.hparams.bottleneck_channels,
         "input_size": cfg.model.input_size,
         "num_classes": cfg.model.num_classes,
-        # bytes per image sent over the link (None for `original`, which sends no bottleneck)
-        "payload": None if method.method_name == "original" else bottleneck_payload(
-            cfg.model.architecture, cfg.model.bottleneck_channels, cfg.model.input_size
-        ),
+        # bytes per image sent over the link by the first model (None for `original`: no bottleneck)
+        "payload": next(iter(models.values()))["payload"],
         "trainable_parameters": count_parameters(method, trainable_only=True),
         "fit_seconds": fit_seconds,
         "epochs": trainer.current_epoch,
         "best_checkpoint": best_path or None,
-        "artifacts": str(output_dir / "artifacts"),
+        "artifacts": str(output_dir / ARTIFACTS_DIR),
         "metrics": metrics,
+        # per evaluated model (`b<B>` students, or `teacher`): payload, parameters, best epoch, test results
+        "models": models,
     }
-    if hasattr(method, "student_summary"):  # fused HND: best epoch and val/acc1 of every student
-        results["students"] = method.student_summary()
     if trainer.is_global_zero:
         log.info("Results: %s", json.dumps(results["metrics"], indent=None))
     return results
