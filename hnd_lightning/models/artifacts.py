@@ -1,6 +1,6 @@
 """Deployable artifacts: the distilled head and the frozen tail as two safetensors files plus split.json.
 
-Layout of an artifact directory (written by `SplitArtifactExport` into `<run dir>/artifacts/`):
+Layout of an artifact directory (written by `runs.export` after a run's test into `<run dir>/artifacts/`):
 
     head.safetensors   encoder + decoder weights (keys `encoder.*`, `decoder.*`)
     tail.safetensors   the teacher's modules after the split point (torchvision key names)

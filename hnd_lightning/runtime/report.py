@@ -37,7 +37,7 @@ def predict(
 ) -> dict[float, dict[str, float]]:
     """Predicted end-to-end ms per bandwidth (emulated bandwidths only) and strategy.
 
-    `payload`: analyze's shape, `{"jpeg": {"bytes": B}, "student": {"bytes": {"8bit": B}}}`.
+    `payload`: analyze's shape, `{"jpeg": {"bytes": B}, "student": {"bytes": {"uint8": B}}}`.
     `analysis`: an `analyze` output whose timed parts replace this run's.
     """
     if analysis is not None:
