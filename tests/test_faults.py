@@ -424,6 +424,26 @@ def test_sigterm_saves_the_current_step_records_interrupted_and_a_rerun_continue
     assert [r["step"] for r in records if r["event"] == "step"] == [1, 2, 3, 4]  # no step lost or repeated
 
 
+def test_exit_codes_name_what_stopped_the_run():
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from hnd_lightning.runs.record import interruption_reason
+
+    def ctrl_c_as_lightning_handles_it() -> SystemExit:
+        try:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                sys.exit(1)  # what Lightning does after its graceful shutdown
+        except SystemExit as exit_request:
+            return exit_request
+
+    assert interruption_reason(SIGTERMException())[1] == SIGTERM_EXIT
+    assert interruption_reason(ctrl_c_as_lightning_handles_it()) == ("Ctrl+C (KeyboardInterrupt)", 130)
+    assert interruption_reason(SystemExit(-1))[1] == -1  # e.g. submitit exiting after a requeue
+    assert interruption_reason(SystemExit(0))[1] == 1  # never 0: the run did not finish
+
+
 def test_a_non_finite_loss_stops_the_run_before_it_spoils_a_checkpoint(image_folder, tmp_path):
     cfg = compose_train_config(short_run(image_folder, "trainer.max_epochs=2", "method.optimizer.lr=1e8",
                                          "checkpoint.every_minutes=0.0001"), tmp_path)
@@ -503,3 +523,27 @@ def test_sweep_records_nan_and_sigterm_lists_unstarted_jobs_and_a_rerun_continue
     resumed = [r for r in read_probe(probe) if r["job"] == 2 and r["event"] == "start"]
     assert [r["step"] for r in resumed] == [0, 3]  # job 2 continued at step 3
     assert strict_json(interrupted_dir / "results.json")["epochs"] == 2
+
+
+# ----------------------------------------------------------------------------- deploying diverged weights
+def test_deploy_check_fails_on_non_finite_logits_and_on_large_differences(tmp_path):
+    pytest.importorskip("onnxruntime", reason='needs the deploy extra: pip install -e ".[deploy]"')
+    from conftest import compose_config
+
+    from hnd_lightning.deploy import check_verification, deploy
+    from hnd_lightning.models import build_student, build_teacher
+    from hnd_lightning.models.artifacts import save_split_artifacts, split_metadata
+
+    torch.manual_seed(0)
+    student, _ = build_student(build_teacher("densenet169", 3), "densenet169", 3, 32)
+    with torch.no_grad():  # what a diverged run's best checkpoint would have held
+        next(student.head.parameters()).fill_(float("nan"))
+    normalization = {"mean": [0.5] * 3, "std": [0.2] * 3}
+    save_split_artifacts(tmp_path / "artifacts", student, split_metadata(student.eval(), "densenet169", 3, 3, 32, "hnd", normalization, 32))
+    with pytest.raises(ValueError, match="non-finite logits"):
+        deploy(compose_config("deploy", [f"artifacts={tmp_path / 'artifacts'}"], tmp_path / "deploy"))
+    assert not (tmp_path / "deploy" / "deploy.json").exists()
+    close = {"max_abs_logit": 20.0, "max_abs_logit_difference": 1e-5, "server_max_abs_logit_difference": 1e-6}
+    check_verification(close, tmp_path)
+    with pytest.raises(ValueError, match="disagree with PyTorch"):
+        check_verification({**close, "max_abs_logit_difference": 0.5}, tmp_path)

@@ -47,7 +47,8 @@ def interruption_reason(interruption: BaseException) -> tuple[str, int]:
         return interruption.results.get("error", "interrupted"), int(interruption.code)
     if isinstance(interruption, SIGTERMException):
         return "SIGTERM (a scheduler's time limit or preemption, docker stop, kill)", 128 + signal.SIGTERM
-    if isinstance(interruption, KeyboardInterrupt):
+    # Lightning turns Ctrl+C into sys.exit(1) while handling the KeyboardInterrupt
+    if isinstance(interruption, KeyboardInterrupt) or isinstance(interruption.__context__, KeyboardInterrupt):
         return "Ctrl+C (KeyboardInterrupt)", 128 + signal.SIGINT
     code = getattr(interruption, "code", None)
     return f"an exit request (SystemExit {code!r}) during training", code if isinstance(code, int) and code else 1
