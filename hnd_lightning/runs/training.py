@@ -27,8 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from hnd_lightning.methods import SplitComputingMethod, count_parameters
 from hnd_lightning.models import build_teacher
-from hnd_lightning.runs.export import ARTIFACTS_DIR, export_artifacts
 from hnd_lightning.runs import resume
+from hnd_lightning.runs.export import ARTIFACTS_DIR, export_artifacts
 from hnd_lightning.runs.record import RESULTS_FILE, RunInterrupted, interrupted_results, interruption_reason, write_results
 from hnd_lightning.runs.sweep import log_sweep_hparams, refuse_ddp_subprocesses_in_multirun
 
