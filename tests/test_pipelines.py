@@ -42,7 +42,7 @@ def latest_run(output_root: Path) -> Path:
 
 
 def test_quickstart_tests_the_bundled_teacher_distills_tests_8bit_and_writes_table_figure_and_artifacts(tmp_path):
-    stdout = run_experiment("quickstart", tmp_path, "pipeline.split_inference.num_images=0")
+    stdout = run_experiment("quickstart", tmp_path, "pipeline.split_inference.num_images=4")
     run_dir = latest_run(tmp_path)
     teacher, student = json.loads((run_dir / "quickstart.json").read_text())
     assert (teacher["stage"], teacher["method"], teacher["source"]) == ("teacher", "original", "bundled")
@@ -55,6 +55,10 @@ def test_quickstart_tests_the_bundled_teacher_distills_tests_8bit_and_writes_tab
     assert student["payload_bytes_uint8"] == 305 and student["payload_input_bytes"] == 3 * 32 * 32
     assert "quickstart results" in stdout and "| teacher " in stdout
     assert (run_dir / "quickstart.png").stat().st_size > 10_000
+    # the last stage ran the split for real: device client -> edge server over loopback
+    split = json.loads((run_dir / "split_inference.json").read_text())
+    assert split["images"] == 4 and split["predictions_match"] is True
+    assert student["split_predictions_match"] is True and student["split_end_to_end_ms_p50"] > 0
     with open(run_dir / "quickstart.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 2
     results = json.loads((run_dir / "hnd" / "results.json").read_text())
@@ -98,9 +102,13 @@ def test_bottlenecks_trains_one_fused_run_and_draws_accuracy_against_bytes(tmp_p
 
 def test_two_quickstarts_training_their_own_teacher_together_share_one(tmp_path):
     own_teacher = [
-        "pipeline.train_teacher=true", "pipeline.teacher.config.trainer.max_epochs=1", "pipeline.split_inference.num_images=0",
+        "pipeline.train_teacher=true", "pipeline.teacher.config.trainer.max_epochs=1",
+        "+pipeline.teacher.config.method.scheduler.warmup_epochs=0", "pipeline.split_inference.num_images=0",
     ]
-    first, second = (start_experiment("quickstart", tmp_path, *own_teacher) for _ in range(2))
+    # own run directories: both start within the same second, which names the default one
+    first, second = (
+        start_experiment("quickstart", tmp_path, *own_teacher, f"hydra.run.dir={tmp_path}/runs/day/{name}") for name in ("a", "b")
+    )
     for process in (first, second):
         _, stderr = process.communicate(timeout=900)
         assert process.returncode == 0, stderr[-3000:]

@@ -106,7 +106,8 @@ def run_pipeline(cfg: DictConfig, overrides: Sequence[str]) -> list[dict[str, An
     teacher_row = {"stage": "teacher", **teacher.row}
     rows = [teacher_row, *pipeline_rows.aggregate(runs)]
     if spec.split_inference.num_images > 0 and runs:
-        rows[1].update(measure_split(spec, Path(runs[0]["artifacts"]), run_dir))
+        test_images = Path(stage_cfg.data.root) / stage_cfg.data.test_dir
+        rows[1].update(measure_split(spec, Path(runs[0]["artifacts"]), test_images, run_dir))
     notes = pipeline_rows.notes(rows, curves)
     write_json(run_dir / f"{spec.name}_runs.json", runs)
     paths = write_table_files(
@@ -117,12 +118,12 @@ def run_pipeline(cfg: DictConfig, overrides: Sequence[str]) -> list[dict[str, An
     return rows
 
 
-def measure_split(spec: DictConfig, artifacts: Path, run_dir: Path) -> dict[str, Any]:
+def measure_split(spec: DictConfig, artifacts: Path, test_images: Path, run_dir: Path) -> dict[str, Any]:
     """Run the split over loopback (device client -> edge server on this machine) on test images."""
     from hnd_lightning.runtime.loopback import measure_split_over_loopback
 
     measured = measure_split_over_loopback(
-        artifacts, num_images=spec.split_inference.num_images, protocol=spec.split_inference.protocol,
+        artifacts, test_images, num_images=spec.split_inference.num_images, protocol=spec.split_inference.protocol,
     )
     write_json(run_dir / "split_inference.json", measured)
     return pipeline_rows.split_inference_columns(measured)

@@ -16,45 +16,36 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def _payload(architecture: str, bottleneck_channels: int, input_size: int) -> dict[str, Any]:
-    from hnd_lightning.models.quantization import bottleneck_payload
-
-    sent = bottleneck_payload(architecture, bottleneck_channels, input_size)
+def _payload_columns(payload: dict[str, Any]) -> dict[str, Any]:
     return {
-        "payload_shape": "x".join(str(side) for side in sent["bottleneck_shape"]),
-        "payload_bytes_float32": sent["bytes_float32"],
-        "payload_bytes_uint8": sent["bytes_uint8"],
-        "payload_input_bytes": sent["input_bytes_uint8"],
-        "payload_percent_of_input": sent["percent_of_input"],
+        "payload_shape": "x".join(str(side) for side in payload["bottleneck_shape"]),
+        "payload_bytes_float32": payload["bytes_float32"],
+        "payload_bytes_uint8": payload["bytes_uint8"],
+        "payload_input_bytes": payload["input_bytes_uint8"],
+        "payload_percent_of_input": payload["percent_of_input"],
     }
 
 
 def student_rows(stage: str, seed: int, results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per student of a run's results.json (a fused run has one per bottleneck size)."""
-    metrics = results["metrics"]
-    sizes = results["bottleneck_channels"]
-    fused = isinstance(sizes, list)
+    """One row per evaluated model of a run's results.json (`models`: one, or one per size of a fused run)."""
+    models = results["models"]
     epochs = max(int(results.get("epochs") or 0), 1)
     rows = []
-    for size in sizes if fused else [sizes]:
-        key = f"b{size}/" if fused else ""
+    for name, model in models.items():
+        several = len(models) > 1
         rows.append(
             {
-                "stage": f"{stage} B={size}" if fused else stage,
+                "stage": f"{stage} B={model['bottleneck_channels']}" if several else stage,
                 "method": results["method"],
                 "seed": seed,
-                "bottleneck_channels": size,
-                "test_acc1": metrics.get(f"test/{key}acc1"),
-                "test_acc5": metrics.get(f"test/{key}acc5"),
-                "test_q8_acc1": metrics.get(f"test_q8/{key}acc1"),
-                "best_val_acc1": (results.get("models") or {}).get(f"b{size}", {}).get("best_val_acc1") if fused
-                else metrics.get("best/val/acc1"),
-                "trainable_parameters": results["trainable_parameters"],
+                "bottleneck_channels": model["bottleneck_channels"],
+                **{key: model.get(key) for key in ACCURACIES},
+                "trainable_parameters": model["trainable_parameters"],
                 "epochs": epochs,
                 "wall_seconds": round(results["wall_seconds"], 1),
                 "seconds_per_epoch": round(results["fit_seconds"] / epochs, 1),
-                "artifacts": str(Path(results["artifacts"]) / f"b{size}") if fused else results["artifacts"],
-                **_payload(results["architecture"], size, results["input_size"]),
+                "artifacts": str(Path(results["artifacts"]) / name) if several else results["artifacts"],
+                **_payload_columns(model["payload"]),
             }
         )
     return rows
@@ -110,8 +101,8 @@ def columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
     ]
     if any(row.get("split_end_to_end_ms_p50") is not None for row in rows):
         columns += [
-            Column("split_end_to_end_ms_p50", "loopback split ms (p50)", format=".2f"),
-            Column("split_predictions_match", "= in-process"),
+            Column("split_end_to_end_ms_p50", "split over loopback ms (p50)", format=".2f"),
+            Column("split_predictions_match", "same answers as in-process"),
         ]
     return columns
 
@@ -144,9 +135,14 @@ def accuracy_at(curve: Sequence[dict[str, Any]], seconds: float) -> float:
 
 def split_inference_columns(measured: dict[str, Any]) -> dict[str, Any]:
     """The loopback measurement's headline numbers for the table row of the student it ran."""
+    latency = measured["latency_ms"]
     return {
-        "split_end_to_end_ms_p50": measured.get("end_to_end_ms", {}).get("p50"),
-        "split_predictions_match": measured.get("predictions_match"),
+        "split_end_to_end_ms_p50": latency["end_to_end"]["p50"],
+        "split_device_ms_p50": latency["device"]["p50"],
+        "split_server_ms_p50": latency["server"]["p50"],
+        "split_bytes_sent": measured["bytes_sent"],
+        "split_top1": measured["top1"],
+        "split_predictions_match": measured["predictions_match"],
     }
 
 
@@ -156,5 +152,6 @@ def mean_jpeg_bytes(data_cfg: Any, num_images: int = 64, quality: int = 90) -> f
 
     from hnd_lightning.analysis.payload import jpeg_bytes, real_images
 
-    images, _ = real_images(OmegaConf.create({"data": data_cfg, "payload": {"num_images": num_images}}), data_cfg.input_size, data_cfg.resize_size)
+    data = OmegaConf.to_container(data_cfg, resolve=True)
+    images, _ = real_images(OmegaConf.create({"data": data, "payload": {"num_images": num_images}}), data["input_size"], data["resize_size"])
     return statistics.fmean(jpeg_bytes(image, quality) for image in images)
