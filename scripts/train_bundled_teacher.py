@@ -61,7 +61,9 @@ def validation_curve(run_dir: Path) -> list[dict[str, float]]:
 
 def package(run_dir: Path) -> None:
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from hnd_lightning.files import save_safetensors, write_json
 
     from hnd_lightning.models import bundled_teacher
 
@@ -72,7 +74,7 @@ def package(run_dir: Path) -> None:
     half = {key: value.to(torch.float16) if value.is_floating_point() else value for key, value in weights.items()}
     target = bundled_teacher.WEIGHTS_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    save_file(half, str(target))
+    save_safetensors(half, target)
     record = {
         "architecture": "densenet169",
         "num_classes": 10,
@@ -89,11 +91,11 @@ def package(run_dir: Path) -> None:
         "validation_curve": validation_curve(run_dir),
         "trained": datetime.date.today().isoformat(),
     }
-    bundled_teacher.RECORD_FILE.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(bundled_teacher.RECORD_FILE, record)
     # The number users reproduce: the float16 file, loaded the way `model.teacher.weights=bundled` loads it.
     tested = test_float16_copy(run_dir)
     record["test_acc1"], record["test_acc5"] = tested["test_acc1"], tested["test_acc5"]
-    bundled_teacher.RECORD_FILE.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(bundled_teacher.RECORD_FILE, record)
     print(json.dumps({k: v for k, v in record.items() if k != "validation_curve"}, indent=2))
 
 
