@@ -196,7 +196,7 @@ def test_a_fused_runs_artifacts_serve_one_model_per_student_and_the_client_finds
 
 def test_the_device_part_runs_from_device_onnx(tmp_path_factory, tmp_path):
     pytest.importorskip("onnxruntime")
-    from hnd_lightning.deploy import export_onnx
+    from hnd_lightning.runtime.onnx_export import export_onnx
 
     artifacts = split_artifacts(tmp_path_factory)
     export_onnx(load_split_artifacts(artifacts), tmp_path)

@@ -530,7 +530,8 @@ def test_deploy_check_fails_on_non_finite_logits_and_on_large_differences(tmp_pa
     pytest.importorskip("onnxruntime", reason='needs the deploy extra: pip install -e ".[deploy]"')
     from conftest import compose_config
 
-    from hnd_lightning.deploy import check_verification, deploy
+    from hnd_lightning.deploy import deploy
+    from hnd_lightning.runtime.onnx_export import check_verification
     from hnd_lightning.models import build_student, build_teacher
     from hnd_lightning.models.artifacts import save_split_artifacts, split_metadata
 

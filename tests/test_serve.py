@@ -337,7 +337,7 @@ def test_the_batcher_waits_max_delay_for_a_batch_and_splits_at_max_batch_size():
 
 def test_onnxruntime_runtime_serves_deploys_server_onnx(tmp_path_factory, tmp_path):
     pytest.importorskip("onnxruntime")
-    from hnd_lightning.deploy import export_onnx
+    from hnd_lightning.runtime.onnx_export import export_onnx
     from hnd_lightning.models.artifacts import load_split_artifacts
 
     artifacts = split_artifacts(tmp_path_factory)

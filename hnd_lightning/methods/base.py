@@ -189,6 +189,8 @@ class SplitComputingMethod(pl.LightningModule):
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         images, labels = batch
+        if images.shape[0] == 0:  # every image of the batch was unreadable and skipped (data.on_bad_image=skip)
+            return
         quantized = self.evaluation_metrics["test_q8"] if stage == "test" and self.test_quantized else {}
         for name, model in self.models.items():
             logits = model(images)

@@ -161,6 +161,8 @@ def fit_and_test(
         export_artifacts(method, datamodule, output_dir / ARTIFACTS_DIR)
 
     models = method.model_summary()
+    # images skipped under data.on_bad_image=skip (this process's; each path once): never silently
+    bad_images = list(getattr(datamodule, "bad_images", None) or [])
     results = {
         "status": "ok",
         "method": method.method_name,
@@ -179,6 +181,7 @@ def fit_and_test(
         "metrics": metrics,
         # per evaluated model (`b<B>` students, or `teacher`): payload, parameters, best epoch, test results
         "models": models,
+        "bad_images": {"count": len(bad_images), "paths": bad_images[:100]},
     }
     if trainer.is_global_zero:
         log.info("Results: %s", json.dumps(results["metrics"], indent=None))
