@@ -11,6 +11,7 @@ Server side (`python -m hnd_lightning.serve`):
     metrics.py          Prometheus metrics        server.py          lifecycle (ports, graceful stop)
     process.py          a server in its own process
     triton_repository.py  the server part as a Triton model repository (written by `deploy`)
+    onnx_export.py      `device.onnx` / `server.onnx` exported and checked against PyTorch (`deploy`)
 
 Device side (`python -m hnd_lightning.client`, `python -m hnd_lightning.loadtest`):
     transport.py        REST / gRPC connection     link.py            link emulation
