@@ -20,6 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hnd_lightning.reporting.sweep_summary import write_summary_files
 from hnd_lightning.runs.record import in_multirun
+from hnd_lightning.runs.sweep_jobs import override_values
 from hnd_lightning.runs.sweep_rows import collect_rows, unfinished
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,7 @@ def log_sweep_hparams(trainer: Any, results: dict[str, Any]) -> None:
         "trainable_parameters": results.get("trainable_parameters"),
     }
     if HydraConfig.initialized():
-        for override in HydraConfig.get().overrides.task:
-            key, _, value = override.lstrip("+~").partition("=")
+        for key, value in override_values(list(HydraConfig.get().overrides.task)).items():
             params.setdefault(key, value)
     metrics = {f"final/{key}": value for key, value in results.get("metrics", {}).items()}
     for logger in trainer.loggers:

@@ -44,6 +44,17 @@ def sweep_jobs(sweep_dir: str | Path) -> list[list[str]] | None:
         return None
 
 
+def override_values(overrides: list[str]) -> dict[str, str]:
+    """Command-line overrides as {key: value as written}, read by Hydra's own override grammar
+    (`+key=...`, `~key`, quoting, lists), e.g. ["+a.b=3", "m=[3,6]"] -> {"a.b": "3", "m": "[3,6]"}."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return {
+        override.key_or_group: override.get_value_element_as_str()
+        for override in OverridesParser.create().parse_overrides(list(overrides))
+    }
+
+
 def _job_number(job_dir: Path) -> int | None:
     number = ((_load_yaml(job_dir / ".hydra" / "hydra.yaml").get("hydra") or {}).get("job") or {}).get("num")
     return number if isinstance(number, int) else None
@@ -60,7 +71,7 @@ def unstarted_job_rows(sweep_dir: str | Path, job_dirs: list[Path], columns: lis
     for number, job in enumerate(jobs):
         if number in started:
             continue
-        values = {key: value for key, _, value in (override.lstrip("+~").partition("=") for override in job)}
+        values = override_values(job)
         model = sweep_config.get("model") or {}
         choices = ((sweep_config.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
         channels = values.get("model.bottleneck_channels")
