@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hnd_lightning.methods.base import OptimizerFactory, SchedulerFactory
 from hnd_lightning.methods.student import StudentMethod
 from hnd_lightning.models import split_teacher
 
@@ -18,18 +19,9 @@ class HNDMethod(StudentMethod):
 
     method_name = "hnd"
 
-    def __init__(
-        self,
-        teacher: nn.Module,
-        architecture: str,
-        num_classes: int,
-        input_size: int,
-        bottleneck_channels: int,
-        optimizer: OptimizerFactory | None = None,
-        scheduler: SchedulerFactory | None = None,
-    ) -> None:
-        super().__init__(teacher, architecture, num_classes, input_size, bottleneck_channels, optimizer, scheduler)
-        self.teacher_head, _ = split_teacher(teacher, architecture)
+    def __init__(self, teacher: nn.Module, *args: Any, **kwargs: Any) -> None:
+        super().__init__(teacher, *args, **kwargs)
+        self.teacher_head, _ = split_teacher(teacher, self.hparams.architecture)
         self.freeze(self.teacher_head, self.model.tail)
 
     def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
