@@ -103,6 +103,21 @@ def parse_request(body: bytes, header_length: str | None) -> RestRequest:
     return RestRequest(inputs, None if request_id is None else str(request_id), outputs, bool(parameters.get("binary_data_output", False)), parameters)
 
 
+def _tensor_entry(name: str, array: np.ndarray, binary: bool, blobs: list[bytes]) -> dict[str, Any]:
+    """One tensor of a request or response header: its raw bytes appended to `blobs` when `binary`
+    (Triton's binary tensor extension), else its values as a JSON list (BYTES decoded as text)."""
+    tensor: dict[str, Any] = {"name": name, "datatype": datatype_of(array), "shape": list(array.shape)}
+    if binary:
+        blob = to_raw(array)
+        tensor["parameters"] = {"binary_data_size": len(blob)}
+        blobs.append(blob)
+    elif array.dtype == object:
+        tensor["data"] = [item.decode(errors="replace") for item in array.reshape(-1)]
+    else:
+        tensor["data"] = array.reshape(-1).tolist()
+    return tensor
+
+
 def build_response(
     model_name: str, request: RestRequest, outputs: dict[str, np.ndarray], parameters: dict[str, Any]
 ) -> tuple[bytes, dict[str, str]]:
@@ -110,14 +125,7 @@ def build_response(
     tensors, blobs = [], []
     for name, array in outputs.items():
         binary = request.outputs[name] if request.outputs is not None else request.binary_outputs
-        tensor = {"name": name, "datatype": datatype_of(array), "shape": list(array.shape)}
-        if binary:
-            blob = to_raw(array)
-            tensor["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            tensor["data"] = [item.decode(errors="replace") for item in array.reshape(-1)] if array.dtype == object else array.reshape(-1).tolist()
-        tensors.append(tensor)
+        tensors.append(_tensor_entry(name, array, binary, blobs))
     header = {"model_name": model_name, "model_version": "1", "parameters": parameters, "outputs": tensors}
     if request.id is not None:
         header["id"] = request.id
@@ -133,16 +141,9 @@ def build_request(
     """A client's request body and headers: inputs as raw bytes after the header when `binary`, else JSON lists."""
     tensors, blobs = [], []
     for name, array in inputs.items():
-        tensor = {"name": name, "datatype": datatype_of(array), "shape": list(array.shape)}
-        if binary:
-            blob = to_raw(array)
-            tensor["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            if array.dtype == object:
-                raise InferenceError(f"input '{name}': BYTES need the binary extension (binary=True)", "internal")
-            tensor["data"] = array.reshape(-1).tolist()
-        tensors.append(tensor)
+        if not binary and array.dtype == object:
+            raise InferenceError(f"input '{name}': BYTES need the binary extension (binary=True)", "internal")
+        tensors.append(_tensor_entry(name, array, binary, blobs))
     header: dict[str, Any] = {"inputs": tensors, "outputs": [{"name": name, "parameters": {"binary_data": binary}} for name in outputs]}
     if request_id is not None:
         header["id"] = request_id
