@@ -10,6 +10,7 @@ JSON is written strictly: NaN and infinities become null, which every JSON parse
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -99,6 +100,15 @@ def strict_json(value: Any) -> Any:
 def write_json(path: str | Path, value: Any) -> Path:
     """Write `value` as indented, strict JSON (non-finite floats as null), atomically."""
     return atomic_write_text(path, json.dumps(strict_json(value), indent=2, allow_nan=False) + "\n")
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of the file at `path`, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> Path:

@@ -63,7 +63,7 @@ def package(run_dir: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from hnd_lightning.files import save_safetensors, write_json
+    from hnd_lightning.files import save_safetensors, sha256_of, write_json
 
     from hnd_lightning.models import bundled_teacher
 
@@ -82,7 +82,7 @@ def package(run_dir: Path) -> None:
         "resize_size": 36,
         "dataset": "bundled Fashion-MNIST subset (data=bundled)",
         "dtype": "float16",
-        "sha256": bundled_teacher.file_sha256(target),
+        "sha256": sha256_of(target),
         "recipe": {"command": "python -m hnd_lightning.train " + " ".join(RECIPE), "config": read_method_config(run_dir)},
         "epochs": results["epochs"],
         "fit_seconds": round(results["fit_seconds"], 1),

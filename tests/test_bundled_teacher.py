@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hnd_lightning.data import BundledDataModule
+from hnd_lightning.files import sha256_of
 from hnd_lightning.methods.schedules import WarmupCosineLR
 from hnd_lightning.models import build_teacher
 from hnd_lightning.models.bundled_teacher import (
@@ -15,14 +16,13 @@ from hnd_lightning.models.bundled_teacher import (
     WEIGHTS_FILE,
     BundledTeacherError,
     bundled_record,
-    file_sha256,
     load_bundled_state_dict,
 )
 
 
 def test_shipped_weights_match_their_hash_and_reproduce_the_recorded_test_accuracy(tmp_path):
     record = bundled_record()
-    assert file_sha256(WEIGHTS_FILE) == record["sha256"]
+    assert sha256_of(WEIGHTS_FILE) == record["sha256"]
     teacher = build_teacher("densenet169", 10, weights="bundled", input_size=32)
     data = BundledDataModule(
         root=tmp_path / "bundled", num_classes=10, input_size=record["input_size"], resize_size=record["resize_size"],

@@ -10,7 +10,6 @@ to 3 channels by the loader's RGB conversion).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -21,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from hnd_lightning.data.imagefolder import ImageFolderDataModule
-from hnd_lightning.files import atomic_write_text, file_lock
+from hnd_lightning.files import atomic_write_text, file_lock, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ MARKER = ".complete"
 
 
 def archive_digest(archive: Path = ARCHIVE) -> str:
-    return hashlib.sha256(archive.read_bytes()).hexdigest()[:16]
+    return sha256_of(archive)[:16]
 
 
 def lock_path(root: Path) -> Path:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hnd_lightning.files import save_safetensors, write_json
+from hnd_lightning.files import save_safetensors, sha256_of, write_json
 from hnd_lightning.models.architectures import Architecture, get_architecture
 from hnd_lightning.models.split import SplitModel, build_decoder, build_encoder, output_shape
 from hnd_lightning.models.split_schema import (
@@ -36,7 +36,6 @@ from hnd_lightning.models.split_schema import (
     check_tensors,
     read_safetensors,
     read_split_json,
-    sha256_of,
 )
 from hnd_lightning.models.teacher import build_teacher, split_teacher
 

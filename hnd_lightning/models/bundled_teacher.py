@@ -9,12 +9,13 @@ refused: the weights fit one setting only (the quickstart's 32 x 32 Fashion-MNIS
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from hnd_lightning.files import sha256_of
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 WEIGHTS_FILE = BUNDLED_DIR / "densenet169_fashion_mnist_32.safetensors"
@@ -23,14 +24,6 @@ RECORD_FILE = BUNDLED_DIR / "densenet169_fashion_mnist_32.json"
 
 class BundledTeacherError(ValueError):
     """The shipped teacher is missing, corrupt, or asked for a setting it was not trained for."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def bundled_record(record_file: Path = RECORD_FILE) -> dict[str, Any]:
@@ -78,7 +71,7 @@ def load_bundled_state_dict(
     check_setting(architecture, num_classes, input_size, record)
     if not weights_file.is_file():
         raise BundledTeacherError(f"The bundled teacher's weights {str(weights_file)!r} are missing; reinstall the package.")
-    actual = file_sha256(weights_file)
+    actual = sha256_of(weights_file)
     if actual != record["sha256"]:
         raise BundledTeacherError(
             f"The bundled teacher's weights {str(weights_file)!r} are corrupt or were replaced: sha256 {actual} "

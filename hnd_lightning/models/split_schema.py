@@ -9,7 +9,6 @@ allocated. Every error is an `ArtifactError` naming the file and the field (or t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Mapping, NoReturn
 import torch
 from torch import nn
 
+from hnd_lightning.files import sha256_of
 from hnd_lightning.models.architectures import ARCHITECTURES
 
 FORMAT_VERSION = 1
@@ -159,14 +159,6 @@ def artifact_file(directory: Path, metadata: Mapping[str, Any], role: str, path:
     if not file.is_file():
         _fail(path, field, f"names {name!r}, which is not a file in {str(directory)!r}")
     return file
-
-
-def sha256_of(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        for chunk in iter(lambda: handle.read(2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_digest(file: Path, metadata: Mapping[str, Any], role: str, path: Path) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hnd_lightning.files import file_lock
 from hnd_lightning.methods import count_parameters
@@ -57,8 +57,6 @@ def teacher_digest(cfg: DictConfig) -> str:
 
 def test_bundled_teacher(cfg: DictConfig) -> Teacher:
     """Test the shipped teacher with `cfg` (a composed `method=original` config) on the test split."""
-    from omegaconf import open_dict
-
     with open_dict(cfg):
         cfg.model.teacher.weights = "bundled"
         cfg.model.teacher.checkpoint = None
