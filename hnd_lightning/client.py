@@ -37,13 +37,19 @@ def run_client(cfg: DictConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     strategies = check_strategies(list(cfg.strategies))
-    bandwidths = list(cfg.link.bandwidth_mbps) if isinstance(cfg.link.bandwidth_mbps, ListConfig) else [cfg.link.bandwidth_mbps]
+    bandwidths = (
+        list(cfg.link.bandwidth_mbps) if isinstance(cfg.link.bandwidth_mbps, ListConfig) else [cfg.link.bandwidth_mbps]
+    )
     transport = connect(cfg.server, binary=cfg.binary)
     try:
         teacher = cfg.teacher if "device_only" in strategies else None
-        client = SplitClient(cfg.artifacts, transport, cfg.runtime, cfg.device, cfg.deploy_dir, teacher, cfg.model, cfg.jpeg_quality)
+        client = SplitClient(
+            cfg.artifacts, transport, cfg.runtime, cfg.device, cfg.deploy_dir, teacher, cfg.model, cfg.jpeg_quality
+        )
         if "server_only" in strategies and transport.metadata("teacher") is None:
-            raise ValueError("strategy server_only sends JPEGs to model `teacher`: serve it (serve ... teacher=run) or drop server_only from strategies.")
+            raise ValueError(
+                "strategy server_only sends JPEGs to model `teacher`: serve it (serve ... teacher=run) or drop server_only from strategies."
+            )
         listed = list_images(cfg.images, cfg.num_images, client.metadata.get("classes"))
         images = []
         for item in listed:
@@ -53,12 +59,19 @@ def run_client(cfg: DictConfig) -> dict:
     finally:
         transport.close()
     analysis = json.loads(Path(cfg.analysis).read_text()) if cfg.analysis else None
-    rows = compare(summarize(records), predict(summarize(records), client.link_payload(images), cfg.link.rtt_ms, analysis))
+    rows = compare(
+        summarize(records), predict(summarize(records), client.link_payload(images), cfg.link.rtt_ms, analysis)
+    )
     output_dir = Path(cfg.paths.output_dir)
     report = {
-        "settings": {**OmegaConf.to_container(cfg, resolve=True), "server_model": client.model, "teacher_weights": client.teacher_source},
+        "settings": {
+            **OmegaConf.to_container(cfg, resolve=True),
+            "server_model": client.model,
+            "teacher_weights": client.teacher_source,
+        },
         "load_average": list(os.getloadavg()),
-        "prediction": "analyze's latency model fed " + ("the parts timed in " + str(cfg.analysis) if analysis else "this run's median part times"),
+        "prediction": "analyze's latency model fed "
+        + ("the parts timed in " + str(cfg.analysis) if analysis else "this run's median part times"),
         "summary": rows,
         "records": [{key: value for key, value in record.items() if key != "logits"} for record in records],
     }

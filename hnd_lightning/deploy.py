@@ -46,14 +46,22 @@ def deploy(cfg: DictConfig) -> dict[str, Any]:
     description["artifacts"] = str(Path(cfg.artifacts).resolve())
     if cfg.verify.enabled:
         description["verification"] = verify_onnx(
-            artifacts, output_dir, cfg.quantized, cfg.verify.batch_size, cfg.verify.seed,
+            artifacts,
+            output_dir,
+            cfg.quantized,
+            cfg.verify.batch_size,
+            cfg.verify.seed,
             cfg.verify.get("tolerance", VERIFY_TOLERANCE),
         )
     triton = cfg.get("triton")
     if triton is not None and triton.enabled:  # the server part for Triton Inference Server / KServe
         repository = write_model_repository(
-            output_dir / MODEL_REPOSITORY, output_dir / SERVER_FILE, description["server"],
-            triton.max_batch_size, triton.max_queue_delay_ms, triton.max_queue,
+            output_dir / MODEL_REPOSITORY,
+            output_dir / SERVER_FILE,
+            description["server"],
+            triton.max_batch_size,
+            triton.max_queue_delay_ms,
+            triton.max_queue,
         )
         description["model_repository"] = str(repository)
     write_json(output_dir / DEPLOY_JSON, description)

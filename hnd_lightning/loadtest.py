@@ -42,7 +42,9 @@ def server_overrides(cfg: DictConfig, mode: str, output_dir: Path) -> list[str]:
 
 
 def loadtest(cfg: DictConfig) -> dict:
-    unknown = [name for name in cfg.protocols if name not in PROTOCOL_VARIANTS] + [name for name in cfg.run_modes if name not in cfg.modes]
+    unknown = [name for name in cfg.protocols if name not in PROTOCOL_VARIANTS] + [
+        name for name in cfg.run_modes if name not in cfg.modes
+    ]
     if unknown:
         raise ValueError(f"unknown {unknown}: protocols are {list(PROTOCOL_VARIANTS)}, modes {list(cfg.modes)}.")
     output_dir = Path(cfg.paths.output_dir)
@@ -54,7 +56,16 @@ def loadtest(cfg: DictConfig) -> dict:
             for protocol in cfg.protocols:
                 scheme, binary = PROTOCOL_VARIANTS[protocol]
                 log.info("mode %s, %s: %d clients for %s s", mode, protocol, cfg.concurrency, cfg.duration_s)
-                result = run_load(server.url(scheme), model, payloads, cfg.concurrency, cfg.duration_s, cfg.max_requests, binary, cfg.warmup_requests)
+                result = run_load(
+                    server.url(scheme),
+                    model,
+                    payloads,
+                    cfg.concurrency,
+                    cfg.duration_s,
+                    cfg.max_requests,
+                    binary,
+                    cfg.warmup_requests,
+                )
                 results.append({"mode": mode, "protocol": protocol, "batching": dict(cfg.modes[mode]), **result})
     throughput = {(r["mode"], r["protocol"]): r["images_per_s"] for r in results}
     ratios = {

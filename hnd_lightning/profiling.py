@@ -29,7 +29,7 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when visible, else CPU; "cpu" / "cuda" as named, "cuda" only when visible."""
+    """ "auto" -> CUDA when visible, else CPU; "cpu" / "cuda" as named, "cuda" only when visible."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name not in DEVICE_CHOICES and not str(name).startswith("cuda:"):

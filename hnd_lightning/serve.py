@@ -29,7 +29,9 @@ def build_server(cfg: DictConfig) -> InferenceServer:
     """The models of `cfg.artifacts` behind a service with `cfg.batching`, on `cfg`'s host and ports."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    models = load_served_models(cfg.artifacts, cfg.runtime, cfg.device, cfg.teacher, cfg.deploy_dir, cfg.bf16_autocast, cfg.threads)
+    models = load_served_models(
+        cfg.artifacts, cfg.runtime, cfg.device, cfg.teacher, cfg.deploy_dir, cfg.bf16_autocast, cfg.threads
+    )
     batching = BatchingSettings(cfg.batching.max_batch_size, cfg.batching.max_delay_ms, cfg.batching.max_queue)
     service = InferenceService(models, batching, cfg.max_request_bytes)
     settings = ServerSettings(cfg.host, cfg.http_port, cfg.grpc_port, cfg.shutdown_timeout_s, cfg.log_level)
@@ -50,7 +52,14 @@ def serve(cfg: DictConfig) -> None:
             "batching": dict(cfg.batching),
             "artifacts": str(Path(cfg.artifacts).resolve()),
         }
-        log.info("Serving %s on http://%s:%d and grpc://%s:%d", sorted(models), cfg.host, server.http_port, cfg.host, server.grpc_port)
+        log.info(
+            "Serving %s on http://%s:%d and grpc://%s:%d",
+            sorted(models),
+            cfg.host,
+            server.http_port,
+            cfg.host,
+            server.grpc_port,
+        )
         announce(description, cfg.paths.output_dir)
 
     asyncio.run(server.serve_until_signal(started))

@@ -27,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Wrote {summary['csv']}, {summary['markdown']} and {summary['plot']}")
     failed = unfinished(summary["rows"])
     if failed:
-        print(f"{len(failed)} of {len(summary['rows'])} jobs did not finish: {', '.join(r['job'] for r in failed)}", file=sys.stderr)
+        print(
+            f"{len(failed)} of {len(summary['rows'])} jobs did not finish: {', '.join(r['job'] for r in failed)}",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 

@@ -17,7 +17,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from hnd_lightning.runs.pipeline import run_pipeline
-from hnd_lightning.runs.record import RESULTS_FILE, RunInterrupted, completed_results, failed_results, in_multirun, write_results
+from hnd_lightning.runs.record import (
+    RESULTS_FILE,
+    RunInterrupted,
+    completed_results,
+    failed_results,
+    in_multirun,
+    write_results,
+)
 from hnd_lightning.runs.sweep import write_summary  # also registers the run-directory resolver before Hydra resolves
 from hnd_lightning.runs.training import train
 

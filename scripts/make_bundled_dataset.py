@@ -21,7 +21,16 @@ import numpy as np
 SOURCE = Path("/usr/share/datasets/fashion-mnist")
 TARGET = Path(__file__).resolve().parents[1] / "hnd_lightning" / "data" / "bundled" / "fashion_mnist_subset.npz"
 CLASSES = (
-    "t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot",
+    "t-shirt_top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle_boot",
 )
 
 
@@ -45,10 +54,14 @@ def main() -> None:
     parser.add_argument("--test-per-class", type=int, default=100)
     args = parser.parse_args()
     train_images, train_labels = first_per_class(
-        read_idx(SOURCE / "train-images-idx3-ubyte.gz"), read_idx(SOURCE / "train-labels-idx1-ubyte.gz"), args.train_per_class
+        read_idx(SOURCE / "train-images-idx3-ubyte.gz"),
+        read_idx(SOURCE / "train-labels-idx1-ubyte.gz"),
+        args.train_per_class,
     )
     test_images, test_labels = first_per_class(
-        read_idx(SOURCE / "t10k-images-idx3-ubyte.gz"), read_idx(SOURCE / "t10k-labels-idx1-ubyte.gz"), args.test_per_class
+        read_idx(SOURCE / "t10k-images-idx3-ubyte.gz"),
+        read_idx(SOURCE / "t10k-labels-idx1-ubyte.gz"),
+        args.test_per_class,
     )
     TARGET.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(

@@ -64,7 +64,6 @@ def package(run_dir: Path) -> None:
     from safetensors.torch import load_file
 
     from hnd_lightning.files import save_safetensors, sha256_of, write_json
-
     from hnd_lightning.models import bundled_teacher
 
     results = json.loads((run_dir / "results.json").read_text())
@@ -83,7 +82,10 @@ def package(run_dir: Path) -> None:
         "dataset": "bundled Fashion-MNIST subset (data=bundled)",
         "dtype": "float16",
         "sha256": sha256_of(target),
-        "recipe": {"command": "python -m hnd_lightning.train " + " ".join(RECIPE), "config": read_method_config(run_dir)},
+        "recipe": {
+            "command": "python -m hnd_lightning.train " + " ".join(RECIPE),
+            "config": read_method_config(run_dir),
+        },
         "epochs": results["epochs"],
         "fit_seconds": round(results["fit_seconds"], 1),
         "best_val_acc1": results["metrics"].get("best/val/acc1"),
@@ -107,7 +109,9 @@ def test_float16_copy(run_dir: Path) -> dict:
 
     overrides = [o for o in RECIPE if not o.startswith(("method=", "trainer.max_epochs"))]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, "method=original", f"paths.output_dir={run_dir / 'float16_test'}"])
+        cfg = compose(
+            "train", overrides=[*overrides, "method=original", f"paths.output_dir={run_dir / 'float16_test'}"]
+        )
     return test_bundled_teacher(cfg).row
 
 

@@ -35,7 +35,9 @@ def _student(seed: int):
 
 def _export(directory: Path, student) -> Path:
     normalization = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    metadata = split_metadata(student, "densenet169", 3, 3, INPUT_SIZE, "hnd", normalization, INPUT_SIZE, ["a", "b", "c"])
+    metadata = split_metadata(
+        student, "densenet169", 3, 3, INPUT_SIZE, "hnd", normalization, INPUT_SIZE, ["a", "b", "c"]
+    )
     save_split_artifacts(directory, student, metadata)
     return directory
 
@@ -157,7 +159,11 @@ def test_sizes_must_agree_with_the_weight_files(artifacts):
     _edit(artifacts, "bottleneck_channels", 3)
     _edit(artifacts, "num_classes", 1000)
     _edit(artifacts, "classes", None)
-    _refused(artifacts, "tail.safetensors: tensor 'classifier.weight' has shape [3, 1664]", "num_classes=1000 ask for [1000, 1664]")
+    _refused(
+        artifacts,
+        "tail.safetensors: tensor 'classifier.weight' has shape [3, 1664]",
+        "num_classes=1000 ask for [1000, 1664]",
+    )
 
 
 def test_recorded_shapes_must_be_what_the_model_computes(artifacts):

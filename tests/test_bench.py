@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import compose_config
+
 from hnd_lightning.benchmark import memory
 from hnd_lightning.benchmark.memory import SCOPES, PeakMemory
 from hnd_lightning.benchmark.report import write_report
@@ -21,7 +21,16 @@ from hnd_lightning.benchmark.run import run_benchmark
 from hnd_lightning.benchmark.settings import METHOD_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY = ["model=densenet169", "model.input_size=32", "model.num_classes=10", "batch=2", "rounds=2", "warmup=1", "repeats=1", "threads=1"]
+TINY = [
+    "model=densenet169",
+    "model.input_size=32",
+    "model.num_classes=10",
+    "batch=2",
+    "rounds=2",
+    "warmup=1",
+    "repeats=1",
+    "threads=1",
+]
 
 
 def compose_bench_config(overrides: list[str]):
@@ -50,7 +59,11 @@ def test_cli_writes_json_markdown_and_csv_with_every_method_and_part(tmp_path):
     output = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, "-m", "hnd_lightning.bench", *TINY, f"output={output}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(output.read_text())
@@ -66,7 +79,9 @@ def test_cli_writes_json_markdown_and_csv_with_every_method_and_part(tmp_path):
     for record in results:
         _check_record(record, timed_steps=2)
         assert record["peak_memory_mb"] > 0 and record["peak_memory_scope"] == expected_scope
-    assert {"hnd_over_kd", "hnd_over_naive", "hnd_over_original", "lightning_hnd_over_plain_pytorch"} <= set(report["ratios"])
+    assert {"hnd_over_kd", "hnd_over_naive", "hnd_over_original", "lightning_hnd_over_plain_pytorch"} <= set(
+        report["ratios"]
+    )
     # the printed table and bench.md are the same markdown table, bench.csv holds the raw values
     markdown = (tmp_path / "bench.md").read_text()
     table = [line for line in markdown.splitlines() if line.startswith("|")]
@@ -81,8 +96,16 @@ def test_bfloat16_channels_last_data_pipeline_and_process_wide_memory(image_fold
     # where /proc/self/clear_refs cannot be written, the meter falls back to the process's peak
     monkeypatch.setattr(memory, "CLEAR_REFS", tmp_path / "no-such-folder" / "clear_refs")
     cfg = compose_bench_config(
-        TINY + ["dtype=bfloat16", "channels_last=true", "method_names=[kd,hnd]", f"data_root={image_folder}",
-                "data_workers=[0,1]", "data_batches=2", "model.resize_size=36"]
+        TINY
+        + [
+            "dtype=bfloat16",
+            "channels_last=true",
+            "method_names=[kd,hnd]",
+            f"data_root={image_folder}",
+            "data_workers=[0,1]",
+            "data_batches=2",
+            "model.resize_size=36",
+        ]
     )
     report = run_benchmark(cfg)
     assert report["settings"]["dtype"] == "bfloat16" and report["settings"]["autocast"] is True
@@ -99,7 +122,9 @@ def test_bfloat16_channels_last_data_pipeline_and_process_wide_memory(image_fold
     final = memory.process_peak_bytes() / 2**20
     assert all(0.8 * final <= peak <= final + 1 for peak in peaks)
     paths = write_report(report, tmp_path / "b.json")
-    assert sorted(paths) == ["csv", "json", "md"] and json.loads(paths["json"].read_text())["ratios"] == report["ratios"]
+    assert (
+        sorted(paths) == ["csv", "json", "md"] and json.loads(paths["json"].read_text())["ratios"] == report["ratios"]
+    )
     assert SCOPES["process"] in paths["md"].read_text()
 
 

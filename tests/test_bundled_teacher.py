@@ -25,8 +25,14 @@ def test_shipped_weights_match_their_hash_and_reproduce_the_recorded_test_accura
     assert sha256_of(WEIGHTS_FILE) == record["sha256"]
     teacher = build_teacher("densenet169", 10, weights="bundled", input_size=32)
     data = BundledDataModule(
-        root=tmp_path / "bundled", num_classes=10, input_size=record["input_size"], resize_size=record["resize_size"],
-        eval_batch_size=200, num_workers=0, mean=[0.2873] * 3, std=[0.3544] * 3,
+        root=tmp_path / "bundled",
+        num_classes=10,
+        input_size=record["input_size"],
+        resize_size=record["resize_size"],
+        eval_batch_size=200,
+        num_workers=0,
+        mean=[0.2873] * 3,
+        std=[0.3544] * 3,
     )
     data.setup("test")
     correct = total = 0
@@ -53,7 +59,11 @@ def test_a_corrupted_copy_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     ("architecture", "num_classes", "input_size", "named"),
-    [("resnet152", 10, 32, "architecture='resnet152'"), ("densenet169", 5, 32, "num_classes=5"), ("densenet169", 10, 224, "input_size=224")],
+    [
+        ("resnet152", 10, 32, "architecture='resnet152'"),
+        ("densenet169", 5, 32, "num_classes=5"),
+        ("densenet169", 10, 224, "input_size=224"),
+    ],
 )
 def test_a_setting_it_was_not_trained_for_is_refused_by_name(architecture, num_classes, input_size, named):
     with pytest.raises(BundledTeacherError, match=named):

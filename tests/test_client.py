@@ -55,15 +55,24 @@ def in_process_predictions(artifacts, folder) -> list[int]:
     return predictions
 
 
-def test_client_command_measures_the_three_strategies_against_the_prediction(tmp_path_factory, labelled_images, tmp_path):
+def test_client_command_measures_the_three_strategies_against_the_prediction(
+    tmp_path_factory, labelled_images, tmp_path
+):
     artifacts = split_artifacts(tmp_path_factory)
     models = load_served_models(artifacts, teacher="random")
     service = InferenceService(models, BatchingSettings(max_batch_size=4))
     with ServerThread(service, ServerSettings(http_port=0, grpc_port=0)) as server:
         cfg = compose_config(
             "client",
-            [f"artifacts={artifacts}", f"server=grpc://{server.grpc_url}", f"images={labelled_images}", "num_images=6",
-             "teacher=random", "link.bandwidth_mbps=[2,50]", "link.rtt_ms=4"],
+            [
+                f"artifacts={artifacts}",
+                f"server=grpc://{server.grpc_url}",
+                f"images={labelled_images}",
+                "num_images=6",
+                "teacher=random",
+                "link.bandwidth_mbps=[2,50]",
+                "link.rtt_ms=4",
+            ],
             tmp_path,
         )
         report = run_client(cfg)
@@ -97,7 +106,7 @@ def test_loopback_measurement_for_the_quickstart(tmp_path_factory, labelled_imag
         assert result["bytes_payload"] == 3 * 5 * 5 + 5 < result["bytes_sent"]
         assert result["top1"] is not None
         latency = result["latency_ms"]
-        assert 0 < latency["device"]["p50"] and 0 < latency["server_compute"]["p50"]
+        assert latency["device"]["p50"] > 0 and latency["server_compute"]["p50"] > 0
         assert latency["end_to_end"]["p50"] >= latency["device"]["p50"] + latency["server"]["p50"] - 1e-6
 
 
@@ -156,10 +165,16 @@ def test_teacher_run_loads_the_teacher_the_run_distilled_from(tmp_path_factory, 
 
     torch.manual_seed(3)
     teacher = build_teacher("densenet169", 3)
-    (checkpoint,) = [p for p in save_teacher_artifacts(tmp_path / "teacher_run", teacher, {"architecture": "densenet169"}) if p.suffix == ".safetensors"]
+    (checkpoint,) = [
+        p
+        for p in save_teacher_artifacts(tmp_path / "teacher_run", teacher, {"architecture": "densenet169"})
+        if p.suffix == ".safetensors"
+    ]
     run_dir = tmp_path / "hnd_run"
     (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "config.yaml").write_text(f"model:\n  teacher:\n    weights: null\n    checkpoint: {checkpoint}\n")
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        f"model:\n  teacher:\n    weights: null\n    checkpoint: {checkpoint}\n"
+    )
     artifacts = run_dir / "artifacts"
     artifacts.symlink_to(split_artifacts(tmp_path_factory), target_is_directory=True)
     metadata = load_split_artifacts(artifacts).metadata

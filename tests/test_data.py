@@ -118,7 +118,9 @@ def _caltech_tree(root: Path, classes: int = 3, per_class: int = 10) -> Path:
 
 def test_caltech101_split_excludes_background_and_is_seeded(tmp_path):
     root = _caltech_tree(tmp_path)
-    make = lambda seed: Caltech101DataModule(root=root, num_classes=3, input_size=32, resize_size=36, seed=seed, num_workers=0)
+    make = lambda seed: Caltech101DataModule(
+        root=root, num_classes=3, input_size=32, resize_size=36, seed=seed, num_workers=0
+    )
     datamodule = make(0)
     datamodule.setup()
     assert datamodule.classes == ["category0", "category1", "category2"]
@@ -201,7 +203,9 @@ def test_skip_mode_lists_each_unreadable_image_once_and_keeps_training_batches_f
     assert [len(labels) for _, labels in train] == [4] * 4
     # evaluation: the truncated test image is dropped, every other image counted once
     assert sum(len(labels) for _, labels in test) == len(datamodule.test_set) - 1 == 12
-    assert sum(len(labels) for _, labels in val) == len(datamodule.val_set) - (str(bad[0]) in _paths(datamodule.val_set))
+    assert sum(len(labels) for _, labels in val) == len(datamodule.val_set) - (
+        str(bad[0]) in _paths(datamodule.val_set)
+    )
 
 
 def _paths(subset) -> list[str]:
@@ -222,9 +226,11 @@ def test_skip_mode_counts_images_skipped_inside_dataloader_workers(tmp_path):
 def test_an_all_unreadable_evaluation_batch_comes_out_empty(tmp_path):
     root = make_image_folder(tmp_path, classes=1, per_class={"train": 3, "val": 1}, size=8)
     (root / "val" / "class0" / "img0.jpg").write_text("not an image")
-    datamodule = ImageFolderDataModule(root=root, num_classes=1, input_size=8, resize_size=8, holdout=1, num_workers=0, on_bad_image="skip")
+    datamodule = ImageFolderDataModule(
+        root=root, num_classes=1, input_size=8, resize_size=8, holdout=1, num_workers=0, on_bad_image="skip"
+    )
     datamodule.setup()
-    (images, labels), = _all_batches(datamodule.test_dataloader())
+    ((images, labels),) = _all_batches(datamodule.test_dataloader())
     assert images.shape == (0, 3, 8, 8) and labels.shape == (0,)
     assert len(datamodule.bad_images) == 1
 
@@ -238,7 +244,9 @@ def test_16_bit_png_scales_to_8_bit_instead_of_clipping(tmp_path):
     np.testing.assert_array_equal(pixels[..., 0], np.rint(values / 257))  # 0 1 4 / 128 233 255
     assert (pixels[..., 0] == pixels[..., 2]).all()
     # 32-bit integer images holding 16-bit samples (older Pillow's mode for 16-bit PNGs) scale the same way
-    np.testing.assert_array_equal(np.asarray(to_rgb(Image.fromarray(values.astype(np.int32), mode="I")))[..., 1], np.rint(values / 257))
+    np.testing.assert_array_equal(
+        np.asarray(to_rgb(Image.fromarray(values.astype(np.int32), mode="I")))[..., 1], np.rint(values / 257)
+    )
 
 
 def test_other_modes_convert_to_8_bit_rgb(tmp_path):
@@ -252,14 +260,22 @@ def test_other_modes_convert_to_8_bit_rgb(tmp_path):
         "1": Image.fromarray(np.array([[0, 255]], dtype=np.uint8)).convert("1"),
         "F": Image.fromarray(np.array([[12.4, 300.0]], dtype=np.float32), mode="F"),
     }
-    expected = {"P": rgb, "LA": [[[90] * 3, [250] * 3]], "CMYK": rgb, "1": [[[0] * 3, [255] * 3]], "F": [[[12] * 3, [255] * 3]]}
+    expected = {
+        "P": rgb,
+        "LA": [[[90] * 3, [250] * 3]],
+        "CMYK": rgb,
+        "1": [[[0] * 3, [255] * 3]],
+        "F": [[[12] * 3, [255] * 3]],
+    }
     for mode, image in cases.items():
         assert image.mode == mode
         converted = to_rgb(image)
         assert converted.mode == "RGB", mode
         np.testing.assert_array_equal(np.asarray(converted), np.asarray(expected[mode], dtype=np.uint8), err_msg=mode)
     # and through a file: a CMYK JPEG decodes to RGB close to its source colours
-    Image.fromarray(np.full((8, 8, 3), (200, 30, 10), dtype=np.uint8)).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    Image.fromarray(np.full((8, 8, 3), (200, 30, 10), dtype=np.uint8)).convert("CMYK").save(
+        tmp_path / "cmyk.jpg", quality=95
+    )
     assert np.abs(np.asarray(load_rgb(tmp_path / "cmyk.jpg")).astype(int) - (200, 30, 10)).max() < 12
 
 
@@ -281,7 +297,9 @@ def test_class_interleaved_order_makes_every_prefix_stratified():
 
 def test_limited_evaluation_sees_every_class_and_full_evaluation_is_unchanged(tmp_path):
     root = make_image_folder(tmp_path, classes=5, per_class={"train": 4, "val": 6}, size=8)
-    datamodule = ImageFolderDataModule(root=root, num_classes=5, input_size=8, resize_size=8, holdout=2, eval_batch_size=5, num_workers=0)
+    datamodule = ImageFolderDataModule(
+        root=root, num_classes=5, input_size=8, resize_size=8, holdout=2, eval_batch_size=5, num_workers=0
+    )
     datamodule.setup()
     folder_order = datamodule.test_set.dataset.targets  # class-sorted, as ImageFolder lists them
 

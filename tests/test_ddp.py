@@ -44,8 +44,14 @@ def test_two_process_ddp_on_cpu_writes_the_same_artifacts_as_one_process(image_f
     # both ranks worked in one run directory (no stray second one), and rank zero wrote the outputs once
     [single_dir], [ddp_dir] = run_dirs(tmp_path / "single"), run_dirs(tmp_path / "ddp")
     assert (ddp_dir / "train_ddp_process_1.log").is_file()
-    assert sorted(p.name for p in (ddp_dir / "artifacts").iterdir()) == sorted(p.name for p in (single_dir / "artifacts").iterdir())
-    assert sorted(p.name for p in (ddp_dir / "artifacts").iterdir()) == ["head.safetensors", "split.json", "tail.safetensors"]
+    assert sorted(p.name for p in (ddp_dir / "artifacts").iterdir()) == sorted(
+        p.name for p in (single_dir / "artifacts").iterdir()
+    )
+    assert sorted(p.name for p in (ddp_dir / "artifacts").iterdir()) == [
+        "head.safetensors",
+        "split.json",
+        "tail.safetensors",
+    ]
     for name in ("head.safetensors", "tail.safetensors"):
         assert tensor_shapes(ddp_dir / "artifacts" / name) == tensor_shapes(single_dir / "artifacts" / name)
     split_single, split_ddp = (json.loads((d / "artifacts" / "split.json").read_text()) for d in (single_dir, ddp_dir))
@@ -64,13 +70,22 @@ def test_two_process_ddp_on_cpu_writes_the_same_artifacts_as_one_process(image_f
 def test_ddp_inside_a_basic_multirun_is_refused_with_the_alternatives(image_folder, tmp_path):
     sweep_dir = tmp_path / "sweep"
     tiny = tiny_overrides("densenet169", "hnd", image_folder)
-    result = run_cli(tmp_path, "-m", *tiny, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
-                     f"hydra.sweep.dir={sweep_dir}")
+    result = run_cli(
+        tmp_path,
+        "-m",
+        *tiny,
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
     assert result.returncode == 1
     with (sweep_dir / "summary.csv").open() as handle:
         [row] = list(csv.DictReader(handle))
     assert row["status"] == "failed"
-    assert "cannot start its processes inside a Hydra multirun" in row["error"] and "hydra/launcher=slurm" in row["error"]
+    assert (
+        "cannot start its processes inside a Hydra multirun" in row["error"] and "hydra/launcher=slurm" in row["error"]
+    )
     assert "Starting with 2 processes" not in result.stdout + result.stderr
 
 
@@ -88,8 +103,14 @@ def test_ddp_trainer_writes_checkpoints_atomically_and_keeps_the_recovery_callba
 
 def test_slurm_launcher_config_composes_one_task_per_gpu():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the `slurm` extra")
-    overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2",
-                 "hydra.launcher.partition=gpu", "data.num_workers=6"]
+    overrides = [
+        "hydra/launcher=slurm",
+        "trainer=ddp",
+        "trainer.devices=8",
+        "trainer.num_nodes=2",
+        "hydra.launcher.partition=gpu",
+        "data.num_workers=6",
+    ]
     cfg = compose_config("train", overrides, return_hydra_config=True)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"

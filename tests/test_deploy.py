@@ -30,7 +30,9 @@ def write_artifacts(directory: Path, architecture: str = "densenet169", input_si
     with torch.no_grad():
         student.train()(torch.randn(8, 3, input_size, input_size) * 2)
     normalization = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    metadata = split_metadata(student.eval(), architecture, 3, 3, input_size, "hnd", normalization, input_size, ["a", "b", "c"])
+    metadata = split_metadata(
+        student.eval(), architecture, 3, 3, input_size, "hnd", normalization, input_size, ["a", "b", "c"]
+    )
     save_split_artifacts(directory, student, metadata)
     return directory
 
@@ -49,7 +51,12 @@ def deployed(artifacts, tmp_path_factory) -> tuple[Path, dict]:
 
 def test_deploy_writes_both_onnx_files_and_their_description(deployed):
     output_dir, description = deployed
-    assert sorted(p.name for p in output_dir.iterdir()) == ["deploy.json", "device.onnx", "model_repository", "server.onnx"]
+    assert sorted(p.name for p in output_dir.iterdir()) == [
+        "deploy.json",
+        "device.onnx",
+        "model_repository",
+        "server.onnx",
+    ]
     assert json.loads((output_dir / "deploy.json").read_text()) == description
     assert [t["name"] for t in description["device"]["outputs"]] == ["bottleneck", "scale", "zero_point"]
     assert description["device"]["outputs"][0] == {"name": "bottleneck", "shape": ["batch", 3, 5, 5], "dtype": "uint8"}
@@ -89,11 +96,16 @@ def test_the_onnx_parts_run_without_torch_or_this_package(deployed, artifacts, t
     np.save(tmp_path / "images.npy", images)
     result = subprocess.run(
         [sys.executable, "-c", RUN_WITHOUT_TORCH, str(output_dir), str(tmp_path / "images.npy")],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["payload_dtypes"] == ["uint8", "float32", "uint8"]
     with torch.no_grad():
         expected = with_quantized_bottleneck(load_split_artifacts(artifacts).model())(torch.from_numpy(images))
-    torch.testing.assert_close(torch.tensor(answer["logits"]), expected, atol=1e-4 * max(1.0, expected.abs().max().item()), rtol=0)
+    torch.testing.assert_close(
+        torch.tensor(answer["logits"]), expected, atol=1e-4 * max(1.0, expected.abs().max().item()), rtol=0
+    )

@@ -30,7 +30,12 @@ import torch
 from conftest import compose_train_config, tiny_overrides
 
 from hnd_lightning.callbacks import NonFiniteLossError
-from hnd_lightning.callbacks.checkpointing import AtomicCheckpointIO, DamagedCheckpointError, checkpoint_damage, checkpoint_progress
+from hnd_lightning.callbacks.checkpointing import (
+    AtomicCheckpointIO,
+    DamagedCheckpointError,
+    checkpoint_damage,
+    checkpoint_progress,
+)
 from hnd_lightning.files import TEMP_PREFIX, remove_temp_files, write_json
 from hnd_lightning.runs.record import RunInterrupted, failed_results, write_results
 from hnd_lightning.runs.training import train
@@ -53,7 +58,9 @@ class StepProbe(pl.Callback):
         only_job: fire only in this Hydra job number of a multirun.
     """
 
-    def __init__(self, path: str, signal_at_step: int = -1, arm: str | None = None, only_job: int | None = None) -> None:
+    def __init__(
+        self, path: str, signal_at_step: int = -1, arm: str | None = None, only_job: int | None = None
+    ) -> None:
         self.path, self.signal_at_step, self.arm, self.only_job = Path(path), signal_at_step, arm, only_job
 
     def _job(self) -> int | None:
@@ -81,9 +88,16 @@ def victim_overrides(data_root: Path, probe: Path, *extra: str) -> list[str]:
     """A short real (not fast_dev_run) CPU training run with the step probe."""
     base = [o for o in tiny_overrides("densenet169", "hnd", data_root) if o != "debug=fast_dev_run"]
     return [
-        *base, "trainer.accelerator=cpu", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-        "data.num_workers=0", "data.persistent_workers=false", "+trainer.enable_progress_bar=false",
-        "+callbacks.probe._target_=test_faults.StepProbe", f"+callbacks.probe.path={probe}", *extra,
+        *base,
+        "trainer.accelerator=cpu",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        "+trainer.enable_progress_bar=false",
+        "+callbacks.probe._target_=test_faults.StepProbe",
+        f"+callbacks.probe.path={probe}",
+        *extra,
     ]
 
 
@@ -179,8 +193,15 @@ def wait_for(condition, process: subprocess.Popen, timeout: float) -> bool:
 
 
 # ----------------------------------------------------------------------------- kill campaigns
-def kill_campaign(image_folder: Path, tmp_path: Path, kills: list[tuple[int, str]], seed: int = 0,
-                  every_minutes: float = 0.01, epochs: int = 4, batches: int = 4) -> dict[str, Any]:
+def kill_campaign(
+    image_folder: Path,
+    tmp_path: Path,
+    kills: list[tuple[int, str]],
+    seed: int = 0,
+    every_minutes: float = 0.01,
+    epochs: int = 4,
+    batches: int = 4,
+) -> dict[str, Any]:
     """Kill one training run as `kills` says ((signal, "step" | "write") each), re-running it after each.
 
     Returns the counts the README reports. Asserts after every kill that nothing is torn, TMPDIR
@@ -191,10 +212,16 @@ def kill_campaign(image_folder: Path, tmp_path: Path, kills: list[tuple[int, str
     logs.mkdir()
     tmpdir = other_filesystem_tmpdir(tmp_path)
     interval = 60.0 * every_minutes
-    command = train_command(*victim_overrides(
-        image_folder, probe, f"trainer.max_epochs={epochs}", f"trainer.limit_train_batches={batches}",
-        f"checkpoint.every_minutes={every_minutes}", f"hydra.run.dir={run_dir}",
-    ))
+    command = train_command(
+        *victim_overrides(
+            image_folder,
+            probe,
+            f"trainer.max_epochs={epochs}",
+            f"trainer.limit_train_batches={batches}",
+            f"checkpoint.every_minutes={every_minutes}",
+            f"hydra.run.dir={run_dir}",
+        )
+    )
     stats: Counter = Counter()
     lost_steps, lost_seconds, previous_leftovers = [], [], set()
     checkpoints = run_dir / "checkpoints"
@@ -205,7 +232,8 @@ def kill_campaign(image_folder: Path, tmp_path: Path, kills: list[tuple[int, str
             stepped = lambda count=1: sum(r["event"] == "step" for r in read_probe(probe)[known:]) >= count  # noqa: E731
             if trigger == "write":  # in the middle of writing a checkpoint (its temporary file exists)
                 ready = wait_for(stepped, process, 300) and wait_for(
-                    lambda: any(p not in previous_leftovers for p in checkpoints.glob(f"{TEMP_PREFIX}*")), process, 120)
+                    lambda: any(p not in previous_leftovers for p in checkpoints.glob(f"{TEMP_PREFIX}*")), process, 120
+                )
             else:  # after a random number of steps of this attempt
                 ready = wait_for(lambda: stepped(rng.randint(1, 6)), process, 300)
             if not ready:  # the run finished (or failed) before the kill: no more kills to place
@@ -223,7 +251,11 @@ def kill_campaign(image_folder: Path, tmp_path: Path, kills: list[tuple[int, str
         assert not previous_leftovers & temp_files(run_dir), "leftovers of a killed write were not removed"
         previous_leftovers = temp_files(run_dir)
         stats["temporary files left beside their targets (removed by the next run)"] += len(previous_leftovers)
-        checkpoint_step = checkpoint_progress(checkpoints / "last.ckpt")["global_step"] if (checkpoints / "last.ckpt").is_file() else 0
+        checkpoint_step = (
+            checkpoint_progress(checkpoints / "last.ckpt")["global_step"]
+            if (checkpoints / "last.ckpt").is_file()
+            else 0
+        )
         steps, seconds, slowest = lost_training(records, checkpoint_step)
         if signum == signal.SIGTERM:
             assert returncode == SIGTERM_EXIT, (logs / f"{attempt}.log").read_text()[-3000:]
@@ -246,9 +278,12 @@ def kill_campaign(image_folder: Path, tmp_path: Path, kills: list[tuple[int, str
     assert torn_files(run_dir) == [] and temp_files(run_dir) == set() and list(tmpdir.iterdir()) == []
     tmpdir.rmdir()
     return {
-        "kills": len(lost_steps), "by kind": dict(stats),
-        "max steps lost": max(lost_steps, default=0), "max seconds lost": max(lost_seconds, default=0.0),
-        "interval seconds": interval, "restarts": len(lost_steps) + 1,
+        "kills": len(lost_steps),
+        "by kind": dict(stats),
+        "max steps lost": max(lost_steps, default=0),
+        "max seconds lost": max(lost_seconds, default=0.0),
+        "interval seconds": interval,
+        "restarts": len(lost_steps) + 1,
         "steps": epochs * batches,
     }
 
@@ -259,7 +294,9 @@ def test_kill_campaign_of_24_kills(image_folder, tmp_path):
 
     Prints the counts the README's "Faults and recovery" section reports.
     """
-    kills = [(sig, trigger) for _ in range(6) for sig in (signal.SIGKILL, signal.SIGTERM) for trigger in ("write", "step")]
+    kills = [
+        (sig, trigger) for _ in range(6) for sig in (signal.SIGKILL, signal.SIGTERM) for trigger in ("write", "step")
+    ]
     started = time.monotonic()
     report = kill_campaign(image_folder, tmp_path, kills, seed=12, epochs=16, batches=4)
     report["wall seconds"] = round(time.monotonic() - started)
@@ -338,8 +375,16 @@ def test_a_write_that_fails_on_a_full_disk_keeps_the_previous_file(tmp_path, mon
 
 def short_run(image_folder: Path, *extra: str) -> list[str]:
     base = [o for o in tiny_overrides("densenet169", "hnd", image_folder) if o != "debug=fast_dev_run"]
-    return [*base, "trainer.accelerator=cpu", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-            "trainer.limit_test_batches=1", "data.num_workers=0", "data.persistent_workers=false", *extra]
+    return [
+        *base,
+        "trainer.accelerator=cpu",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        *extra,
+    ]
 
 
 def test_rerun_continues_the_run_and_refuses_other_settings_by_name(image_folder, tmp_path):
@@ -351,7 +396,9 @@ def test_rerun_continues_the_run_and_refuses_other_settings_by_name(image_folder
     other = short_run(image_folder, "trainer.max_epochs=3", "model.bottleneck_channels=6", "method.optimizer.lr=0.01")
     error = _raised(lambda: train(compose_train_config(other, tmp_path)))
     assert isinstance(error, ValueError) and "Cannot continue from" in str(error)
-    assert "model.bottleneck_channels: 3 there, 6 now" in str(error) and "method.optimizer.lr: 0.001 there, 0.01 now" in str(error)
+    assert "model.bottleneck_channels: 3 there, 6 now" in str(
+        error
+    ) and "method.optimizer.lr: 0.001 there, 0.01 now" in str(error)
     assert "resume=never" in str(error)
 
 
@@ -405,8 +452,14 @@ def test_max_epochs_zero_is_refused_and_exports_nothing(image_folder, tmp_path):
 def test_sigterm_saves_the_current_step_records_interrupted_and_a_rerun_continues(image_folder, tmp_path):
     probe, arm, run_dir = tmp_path / "steps.jsonl", tmp_path / "arm", tmp_path / "run"
     arm.touch()
-    overrides = short_run(image_folder, "trainer.max_epochs=2", "+callbacks.probe._target_=test_faults.StepProbe",
-                          f"+callbacks.probe.path={probe}", "+callbacks.probe.signal_at_step=3", f"+callbacks.probe.arm={arm}")
+    overrides = short_run(
+        image_folder,
+        "trainer.max_epochs=2",
+        "+callbacks.probe._target_=test_faults.StepProbe",
+        f"+callbacks.probe.path={probe}",
+        "+callbacks.probe.signal_at_step=3",
+        f"+callbacks.probe.arm={arm}",
+    )
     with pytest.raises(RunInterrupted) as stopped:  # a SystemExit: `except Exception` lets it end the process
         train(compose_train_config(overrides, run_dir))
     assert stopped.value.code == SIGTERM_EXIT
@@ -445,8 +498,10 @@ def test_exit_codes_name_what_stopped_the_run():
 
 
 def test_a_non_finite_loss_stops_the_run_before_it_spoils_a_checkpoint(image_folder, tmp_path):
-    cfg = compose_train_config(short_run(image_folder, "trainer.max_epochs=2", "method.optimizer.lr=1e8",
-                                         "checkpoint.every_minutes=0.0001"), tmp_path)
+    cfg = compose_train_config(
+        short_run(image_folder, "trainer.max_epochs=2", "method.optimizer.lr=1e8", "checkpoint.every_minutes=0.0001"),
+        tmp_path,
+    )
     error = _raised(lambda: train(cfg))
     assert isinstance(error, NonFiniteLossError)
     assert re.search(r"training loss (nan|inf) in method=hnd at epoch 0, step [1-9]", str(error)), str(error)
@@ -466,23 +521,44 @@ def test_summary_lists_jobs_that_never_started_from_the_sweeps_own_job_list(tmp_
     from hnd_lightning import summarize
     from hnd_lightning.runs.sweep import write_summary
 
-    OmegaConf.save({
-        "model": {"architecture": "densenet169", "bottleneck_channels": 12, "input_size": 224},
-        "hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
-                  "overrides": {"task": ["model.bottleneck_channels=3,6,9", "trainer.max_epochs=1"]},
-                  "runtime": {"choices": {"method": "hnd"}}},
-    }, tmp_path / "multirun.yaml")
-    for number, results in ((0, {"status": "ok", "architecture": "densenet169", "method": "hnd", "bottleneck_channels": 3,
-                                 "input_size": 224, "metrics": {"test/acc1": 0.5}}), (1, None)):
+    OmegaConf.save(
+        {
+            "model": {"architecture": "densenet169", "bottleneck_channels": 12, "input_size": 224},
+            "hydra": {
+                "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+                "overrides": {"task": ["model.bottleneck_channels=3,6,9", "trainer.max_epochs=1"]},
+                "runtime": {"choices": {"method": "hnd"}},
+            },
+        },
+        tmp_path / "multirun.yaml",
+    )
+    for number, results in (
+        (
+            0,
+            {
+                "status": "ok",
+                "architecture": "densenet169",
+                "method": "hnd",
+                "bottleneck_channels": 3,
+                "input_size": 224,
+                "metrics": {"test/acc1": 0.5},
+            },
+        ),
+        (1, None),
+    ):
         job = tmp_path / f"{number}_densenet169_hnd_b{3 * (number + 1)}"
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "hydra.yaml").write_text(json.dumps({"hydra": {"job": {"num": number}}}))
-        (job / ".hydra" / "config.yaml").write_text(json.dumps({"model": {"architecture": "densenet169", "bottleneck_channels": 6}}))
+        (job / ".hydra" / "config.yaml").write_text(
+            json.dumps({"model": {"architecture": "densenet169", "bottleneck_channels": 6}})
+        )
         if results:
             (job / "results.json").write_text(json.dumps(results))
     rows = write_summary(tmp_path)["rows"]
     assert [(row["job"], row["status"]) for row in rows] == [
-        ("0_densenet169_hnd_b3", "ok"), ("1_densenet169_hnd_b6", "missing"), ("2 (not started)", "missing"),
+        ("0_densenet169_hnd_b3", "ok"),
+        ("1_densenet169_hnd_b6", "missing"),
+        ("2 (not started)", "missing"),
     ]
     assert (rows[2]["model"], rows[2]["method"], rows[2]["bottleneck_channels"]) == ("densenet169", "hnd", 9)
     assert "model.bottleneck_channels=9" in rows[2]["error"]
@@ -498,11 +574,20 @@ def test_sweep_records_nan_and_sigterm_lists_unstarted_jobs_and_a_rerun_continue
     sweep_dir, probe, arm = tmp_path / "sweep", tmp_path / "steps.jsonl", tmp_path / "arm"
     arm.touch()
     overrides = victim_overrides(
-        image_folder, probe, "trainer.max_epochs=2", "trainer.limit_train_batches=2", "+callbacks.probe.signal_at_step=3",
-        f"+callbacks.probe.arm={arm}", "+callbacks.probe.only_job=2", f"hydra.sweep.dir={sweep_dir}",
-        f"paths.output_root={tmp_path}", "method.optimizer.lr=0.001,1e8,0.001,0.001",
+        image_folder,
+        probe,
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2",
+        "+callbacks.probe.signal_at_step=3",
+        f"+callbacks.probe.arm={arm}",
+        "+callbacks.probe.only_job=2",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"paths.output_root={tmp_path}",
+        "method.optimizer.lr=0.001,1e8,0.001,0.001",
     )
-    first = subprocess.run(train_command("-m", *overrides), env=victim_env(), capture_output=True, text=True, timeout=600)
+    first = subprocess.run(
+        train_command("-m", *overrides), env=victim_env(), capture_output=True, text=True, timeout=600
+    )
     assert first.returncode == SIGTERM_EXIT, first.stderr[-3000:]
     with (sweep_dir / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -514,8 +599,13 @@ def test_sweep_records_nan_and_sigterm_lists_unstarted_jobs_and_a_rerun_continue
     assert not (failed_dir / "artifacts").exists()  # nothing exported from diverged weights
     assert strict_json(interrupted_dir / "results.json")["global_step"] == 3
 
-    rerun = subprocess.run(train_command("-m", *overrides, "skip_completed=true"), env=victim_env(),
-                           capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(
+        train_command("-m", *overrides, "skip_completed=true"),
+        env=victim_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert rerun.returncode == 1, rerun.stderr[-3000:]  # job 1 diverges again
     with (sweep_dir / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -531,16 +621,20 @@ def test_deploy_check_fails_on_non_finite_logits_and_on_large_differences(tmp_pa
     from conftest import compose_config
 
     from hnd_lightning.deploy import deploy
-    from hnd_lightning.runtime.onnx_export import check_verification
     from hnd_lightning.models import build_student, build_teacher
     from hnd_lightning.models.artifacts import save_split_artifacts, split_metadata
+    from hnd_lightning.runtime.onnx_export import check_verification
 
     torch.manual_seed(0)
     student, _ = build_student(build_teacher("densenet169", 3), "densenet169", 3, 32)
     with torch.no_grad():  # what a diverged run's best checkpoint would have held
         next(student.head.parameters()).fill_(float("nan"))
     normalization = {"mean": [0.5] * 3, "std": [0.2] * 3}
-    save_split_artifacts(tmp_path / "artifacts", student, split_metadata(student.eval(), "densenet169", 3, 3, 32, "hnd", normalization, 32))
+    save_split_artifacts(
+        tmp_path / "artifacts",
+        student,
+        split_metadata(student.eval(), "densenet169", 3, 3, 32, "hnd", normalization, 32),
+    )
     with pytest.raises(ValueError, match="non-finite logits"):
         deploy(compose_config("deploy", [f"artifacts={tmp_path / 'artifacts'}"], tmp_path / "deploy"))
     assert not (tmp_path / "deploy" / "deploy.json").exists()

@@ -22,13 +22,19 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def short_run_overrides(image_folder, sizes: str, method: str = "fused_hnd", epochs: int = 1) -> list[str]:
     overrides = [
-        o for o in tiny_overrides("densenet169", method, image_folder)
+        o
+        for o in tiny_overrides("densenet169", method, image_folder)
         if o != "debug=fast_dev_run" and not o.startswith("model.bottleneck_channels")
     ]
     return overrides + [
-        f"model.bottleneck_channels={sizes}", "trainer.accelerator=cpu", f"trainer.max_epochs={epochs}",
-        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-        "data.num_workers=0", "data.persistent_workers=false",
+        f"model.bottleneck_channels={sizes}",
+        "trainer.accelerator=cpu",
+        f"trainer.max_epochs={epochs}",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
     ]
 
 
@@ -36,7 +42,11 @@ def test_updating_one_student_leaves_the_others_and_their_optimizer_states_uncha
     torch.manual_seed(0)
     teacher = build_teacher("densenet169", 3)
     method = FusedHNDMethod(
-        teacher, "densenet169", 3, 32, [3, 6, 9],
+        teacher,
+        "densenet169",
+        3,
+        32,
+        [3, 6, 9],
         optimizer=lambda params: torch.optim.Adam(params, lr=1e-2),
     )
     names = list(method.students)
@@ -72,7 +82,9 @@ def test_fused_students_train_like_single_runs_and_export_loadable_artifacts(ima
     # single runs: b3 trained, b6 only built (its initial weights)
     single_cfg = compose_train_config(short_run_overrides(image_folder, "3", "hnd"), tmp_path / "single_b3")
     fit_and_test(single_cfg, *setup_run(single_cfg))
-    _, single_b6, _ = setup_run(compose_train_config(short_run_overrides(image_folder, "6", "hnd"), tmp_path / "single_b6"))
+    _, single_b6, _ = setup_run(
+        compose_train_config(short_run_overrides(image_folder, "6", "hnd"), tmp_path / "single_b6")
+    )
 
     cfg = compose_train_config(short_run_overrides(image_folder, "[3,6]"), tmp_path / "fused")
     datamodule, method, trainer = setup_run(cfg)
@@ -87,9 +99,13 @@ def test_fused_students_train_like_single_runs_and_export_loadable_artifacts(ima
     assert set(written["models"]) == {"b3", "b6"}
     assert [written["models"][name]["bottleneck_channels"] for name in ("b3", "b6")] == [3, 6]
     # each student counts its own head: the shared tail is frozen
-    assert written["models"]["b6"]["trainable_parameters"] == sum(p.numel() for p in method.students["b6"].head.parameters())
+    assert written["models"]["b6"]["trainable_parameters"] == sum(
+        p.numel() for p in method.students["b6"].head.parameters()
+    )
     for name in ("b3", "b6"):
-        assert {f"val/{name}/acc1", f"test/{name}/acc1", f"test/{name}/acc5", f"train/{name}/loss"} <= set(results["metrics"])
+        assert {f"val/{name}/acc1", f"test/{name}/acc1", f"test/{name}/acc5", f"train/{name}/loss"} <= set(
+            results["metrics"]
+        )
     assert results["metrics"]["test/acc1"] == results["metrics"]["test/b3/acc1"]
     # the first student sees the same batches as its single run: the same trained head
     single_b3 = load_split_artifacts(tmp_path / "single_b3" / "artifacts")
@@ -104,7 +120,9 @@ def test_fused_students_train_like_single_runs_and_export_loadable_artifacts(ima
         assert artifacts.metadata["bottleneck_channels"] == size and artifacts.metadata["method"] == "hnd"
         assert artifacts.metadata["bottleneck_tensor"]["shape"] == [size, 5, 5]
         assert sorted(p.name for p in (tmp_path / "fused" / "artifacts" / name).iterdir()) == [
-            "head.safetensors", "split.json", "tail.safetensors"
+            "head.safetensors",
+            "split.json",
+            "tail.safetensors",
         ]
         with torch.no_grad():
             expected = method.students[name].eval()(x)
@@ -124,7 +142,11 @@ def test_fused_hnd_with_one_size_is_a_single_student_run(image_folder, tmp_path)
     overrides = [o for o in tiny_overrides("densenet169", "fused_hnd", image_folder)]
     results = train(compose_train_config(overrides, tmp_path))
     assert list(results["models"]) == ["b3"] and "test/b3/acc1" not in results["metrics"]
-    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == ["head.safetensors", "split.json", "tail.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == [
+        "head.safetensors",
+        "split.json",
+        "tail.safetensors",
+    ]
 
 
 def test_repeated_sizes_are_rejected():
@@ -140,16 +162,21 @@ class HeadsAtValidation(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, method: FusedHNDMethod) -> None:
         if not trainer.sanity_checking:
-            self.epochs.append({
-                name: (float(trainer.callback_metrics[f"val/{name}/acc1"]), snapshot(student.head))
-                for name, student in method.students.items()
-            })
+            self.epochs.append(
+                {
+                    name: (float(trainer.callback_metrics[f"val/{name}/acc1"]), snapshot(student.head))
+                    for name, student in method.students.items()
+                }
+            )
 
 
 def test_each_student_is_tested_and_exported_at_its_own_best_epoch(image_folder, tmp_path):
     # all 3 validation images; on this machine b3 peaks at epoch 0 and b6 at epoch 1, so the best
     # checkpoint (b3's) holds an older b6 head than the one b6 must be tested and exported with
-    overrides = short_run_overrides(image_folder, "[3,6]", epochs=3) + ["method.optimizer.lr=0.01", "trainer.limit_val_batches=2"]
+    overrides = short_run_overrides(image_folder, "[3,6]", epochs=3) + [
+        "method.optimizer.lr=0.01",
+        "trainer.limit_val_batches=2",
+    ]
     cfg = compose_train_config(overrides, tmp_path)
     datamodule, method, trainer = setup_run(cfg)
     capture = HeadsAtValidation()
@@ -159,7 +186,10 @@ def test_each_student_is_tested_and_exported_at_its_own_best_epoch(image_folder,
     for name in ("b3", "b6"):
         accuracies = [epoch[name][0] for epoch in capture.epochs]
         best = accuracies.index(max(accuracies))  # the first of equal values, as ModelCheckpoint keeps
-        assert (results["models"][name]["best_epoch"], results["models"][name]["best_val_acc1"]) == (best, accuracies[best])
+        assert (results["models"][name]["best_epoch"], results["models"][name]["best_val_acc1"]) == (
+            best,
+            accuracies[best],
+        )
         best_head = capture.epochs[best][name][1]
         exported = load_split_artifacts(tmp_path / "artifacts" / name).head.state_dict()
         for key, value in best_head.items():

@@ -21,11 +21,17 @@ from hnd_lightning.runtime.service import BatchingSettings, InferenceService  # 
 @pytest.mark.parametrize("max_batch_size", [1, 8])
 def test_load_generator_counts_requests_latency_and_batch_sizes(tmp_path_factory, max_batch_size):
     artifacts = split_artifacts(tmp_path_factory)
-    service = InferenceService(load_served_models(artifacts), BatchingSettings(max_batch_size=max_batch_size, max_queue=64))
+    service = InferenceService(
+        load_served_models(artifacts), BatchingSettings(max_batch_size=max_batch_size, max_queue=64)
+    )
     payloads = device_payloads(str(artifacts), 3)
-    assert [p["bottleneck"].shape for p in payloads] == [(1, 3, 5, 5)] * 3 and payloads[0]["scale"].dtype.name == "float32"
+    assert [p["bottleneck"].shape for p in payloads] == [(1, 3, 5, 5)] * 3 and payloads[0][
+        "scale"
+    ].dtype.name == "float32"
     with ServerThread(service, ServerSettings(http_port=0, grpc_port=0)) as server:
-        result = run_load(f"grpc://{server.grpc_url}", "server", payloads, concurrency=4, duration_s=0.8, max_requests=40)
+        result = run_load(
+            f"grpc://{server.grpc_url}", "server", payloads, concurrency=4, duration_s=0.8, max_requests=40
+        )
     assert result["errors"] == {} and 0 < result["ok"] == result["requests"] <= 40
     assert sum(result["batch_sizes"].values()) == result["ok"] and max(result["batch_sizes"]) <= max_batch_size
     assert result["images_per_s"] == pytest.approx(result["ok"] / result["duration_s"])
@@ -38,11 +44,20 @@ def test_loadtest_runs_both_batching_modes(tmp_path_factory, tmp_path):
     artifacts = split_artifacts(tmp_path_factory)
     cfg = compose_config(
         "loadtest",
-        [f"artifacts={artifacts}", "concurrency=4", "duration_s=1", "warmup_requests=1", "num_payloads=4", "protocols=[grpc]"],
+        [
+            f"artifacts={artifacts}",
+            "concurrency=4",
+            "duration_s=1",
+            "warmup_requests=1",
+            "num_payloads=4",
+            "protocols=[grpc]",
+        ],
         tmp_path,
     )
     report = loadtest(cfg)
-    assert json.loads((tmp_path / LOADTEST_JSON).read_text())["dynamic_over_batch1_throughput"] == pytest.approx(report["dynamic_over_batch1_throughput"])
+    assert json.loads((tmp_path / LOADTEST_JSON).read_text())["dynamic_over_batch1_throughput"] == pytest.approx(
+        report["dynamic_over_batch1_throughput"]
+    )
     results = {(r["mode"], r["protocol"]): r for r in report["results"]}
     assert sorted(results) == [("batch1", "grpc"), ("dynamic", "grpc")]
     for result in results.values():

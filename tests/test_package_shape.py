@@ -49,7 +49,10 @@ def test_no_module_imports_a_command():
 
 def test_core_imports_have_no_cycles():
     modules = sources()
-    graph = {name: {dep for dep in imported_modules(path) if dep in modules and dep != name} for name, path in modules.items()}
+    graph = {
+        name: {dep for dep in imported_modules(path) if dep in modules and dep != name}
+        for name, path in modules.items()
+    }
     # A package's __init__ re-exporting its own modules is not a cycle of concepts.
     graph = {name: {dep for dep in deps if not name.startswith(dep + ".")} for name, deps in graph.items()}
     state: dict[str, int] = {}
@@ -59,7 +62,7 @@ def test_core_imports_have_no_cycles():
         state[node] = 1
         for dep in graph[node]:
             if state.get(dep) == 1:
-                cycle.extend(stack[stack.index(dep):] + [dep] if dep in stack else [node, dep])
+                cycle.extend(stack[stack.index(dep) :] + [dep] if dep in stack else [node, dep])
                 return True
             if dep not in state and visit(dep, [*stack, dep]):
                 return True

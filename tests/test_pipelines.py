@@ -25,8 +25,19 @@ SCALED_DOWN = [
 
 def start_experiment(name: str, output_root: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "hnd_lightning.train", f"experiment={name}", f"paths.output_root={output_root}", *SCALED_DOWN, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+        [
+            sys.executable,
+            "-m",
+            "hnd_lightning.train",
+            f"experiment={name}",
+            f"paths.output_root={output_root}",
+            *SCALED_DOWN,
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
     )
 
 
@@ -62,14 +73,26 @@ def test_quickstart_tests_the_bundled_teacher_distills_tests_8bit_and_writes_tab
     with open(run_dir / "quickstart.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 2
     results = json.loads((run_dir / "hnd" / "results.json").read_text())
-    assert results["teacher"] == {"source": "bundled", "file": "densenet169_fashion_mnist_32.safetensors", "sha256": bundled_record()["sha256"]}
+    assert results["teacher"] == {
+        "source": "bundled",
+        "file": "densenet169_fashion_mnist_32.safetensors",
+        "sha256": bundled_record()["sha256"],
+    }
     assert list((run_dir / "hnd" / "tensorboard").glob("events.out.tfevents.*"))
-    assert {p.name for p in (run_dir / "hnd" / "artifacts").iterdir()} >= {"head.safetensors", "tail.safetensors", "split.json"}
+    assert {p.name for p in (run_dir / "hnd" / "artifacts").iterdir()} >= {
+        "head.safetensors",
+        "tail.safetensors",
+        "split.json",
+    }
 
 
 def test_compare_runs_every_method_per_seed_with_epoch_curves_and_aggregates_them(tmp_path):
     run_experiment(
-        "compare", tmp_path, "pipeline.seeds=[1,2]", "~pipeline.stages.kd", "pipeline.stages.naive.config.trainer.max_epochs=1",
+        "compare",
+        tmp_path,
+        "pipeline.seeds=[1,2]",
+        "~pipeline.stages.kd",
+        "pipeline.stages.naive.config.trainer.max_epochs=1",
     )
     run_dir = latest_run(tmp_path)
     rows = json.loads((run_dir / "compare.json").read_text())
@@ -79,7 +102,9 @@ def test_compare_runs_every_method_per_seed_with_epoch_curves_and_aggregates_the
     hnd = rows[1]
     assert hnd["seeds"] == [1, 2]
     acc = [run["test_acc1"] for run in runs if run["stage"] == "hnd"]
-    assert abs(hnd["test_acc1"] - sum(acc) / 2) < 1e-9 and abs(hnd["test_acc1_std"] - abs(acc[0] - acc[1]) / 2**0.5) < 1e-9
+    assert (
+        abs(hnd["test_acc1"] - sum(acc) / 2) < 1e-9 and abs(hnd["test_acc1_std"] - abs(acc[0] - acc[1]) / 2**0.5) < 1e-9
+    )
     for stage in ("hnd", "naive"):
         for seed in (1, 2):
             curve = json.loads((run_dir / stage / f"seed{seed}" / "epoch_curve.json").read_text())
@@ -102,12 +127,15 @@ def test_bottlenecks_trains_one_fused_run_and_draws_accuracy_against_bytes(tmp_p
 
 def test_two_quickstarts_training_their_own_teacher_together_share_one(tmp_path):
     own_teacher = [
-        "pipeline.train_teacher=true", "pipeline.teacher.config.trainer.max_epochs=1",
-        "+pipeline.teacher.config.method.scheduler.warmup_epochs=0", "pipeline.split_inference.num_images=0",
+        "pipeline.train_teacher=true",
+        "pipeline.teacher.config.trainer.max_epochs=1",
+        "+pipeline.teacher.config.method.scheduler.warmup_epochs=0",
+        "pipeline.split_inference.num_images=0",
     ]
     # own run directories: both start within the same second, which names the default one
     first, second = (
-        start_experiment("quickstart", tmp_path, *own_teacher, f"hydra.run.dir={tmp_path}/runs/day/{name}") for name in ("a", "b")
+        start_experiment("quickstart", tmp_path, *own_teacher, f"hydra.run.dir={tmp_path}/runs/day/{name}")
+        for name in ("a", "b")
     )
     for process in (first, second):
         _, stderr = process.communicate(timeout=900)
@@ -117,5 +145,7 @@ def test_two_quickstarts_training_their_own_teacher_together_share_one(tmp_path)
     assert not [path for path in (tmp_path / "teachers").iterdir() if path.name.startswith(".staging")]
     tables = [json.loads(path.read_text()) for path in sorted((tmp_path / "runs").glob("*/*/quickstart.json"))]
     assert sorted(table[0]["source"] for table in tables) == ["cache", "trained"]
-    identities = [json.loads(path.read_text())["teacher"] for path in sorted((tmp_path / "runs").glob("*/*/hnd/results.json"))]
+    identities = [
+        json.loads(path.read_text())["teacher"] for path in sorted((tmp_path / "runs").glob("*/*/hnd/results.json"))
+    ]
     assert identities[0] == identities[1] and identities[0]["digest"] in teachers[0].name

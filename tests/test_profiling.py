@@ -12,9 +12,12 @@ from hnd_lightning.profiling import count_macs, machine_description, median_late
 def test_count_macs_matches_the_hand_count_of_convolutions_and_linear_layers():
     module = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1, bias=True),  # bias additions are not multiply-accumulates
-        nn.BatchNorm2d(8), nn.ReLU(),  # element-wise: not counted
+        nn.BatchNorm2d(8),
+        nn.ReLU(),  # element-wise: not counted
         nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=4),  # grouped: 2 input channels per output channel
-        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8 * 2 * 2, 10),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 2 * 2, 10),
     ).eval()
     hand = 8 * 8 * 8 * 3 * 9 + 8 * 4 * 4 * 2 * 9 + 10 * 8 * 2 * 2
     # per image: a batch of 5 counts the same as one image

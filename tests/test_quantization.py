@@ -71,13 +71,23 @@ def test_device_and_server_parts_compose_to_the_quantized_model(tmp_path):
 
 
 def _evaluate_config(artifacts: Path, data_root: Path, output_dir: Path):
-    overrides = [f"artifacts={artifacts}", f"data.root={data_root}", "data.num_workers=0",
-                 "data.persistent_workers=false", "data.eval_batch_size=4", "trainer.accelerator=cpu"]
+    overrides = [
+        f"artifacts={artifacts}",
+        f"data.root={data_root}",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        "data.eval_batch_size=4",
+        "trainer.accelerator=cpu",
+    ]
     return compose_config("evaluate", overrides, output_dir)
 
 
 def test_quantized_accuracy_on_real_images_from_train_and_from_evaluate(image_folder, tmp_path):
-    results = train(compose_train_config(tiny_overrides("densenet169", "hnd", image_folder, ["test_quantized=true"]), tmp_path / "run"))
+    results = train(
+        compose_train_config(
+            tiny_overrides("densenet169", "hnd", image_folder, ["test_quantized=true"]), tmp_path / "run"
+        )
+    )
     written = json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]
     assert {"test/acc1", "test/acc5", "test_q8/acc1", "test_q8/acc5"} <= set(written)
     assert written["test_q8/acc1"] == results["metrics"]["test_q8/acc1"] == results["models"]["b3"]["test_q8_acc1"]
@@ -97,7 +107,9 @@ def test_quantized_accuracy_on_real_images_from_train_and_from_evaluate(image_fo
         float_logits = model(images)
     correct = (quantized_logits.argmax(1) == labels).float().mean().item()
     # training tested one batch (fast_dev_run, eval batch 2); its quantized test covered the same images
-    assert written["test_q8/acc1"] == pytest.approx((quantized_logits[:2].argmax(1) == labels[:2]).float().mean().item())
+    assert written["test_q8/acc1"] == pytest.approx(
+        (quantized_logits[:2].argmax(1) == labels[:2]).float().mean().item()
+    )
     assert evaluation["metrics"]["test_q8/acc1"] == pytest.approx(correct)
     assert evaluation["metrics"]["test/acc1"] == pytest.approx((float_logits.argmax(1) == labels).float().mean().item())
     # the 8-bit link changes the logits, but only a little
@@ -107,8 +119,14 @@ def test_quantized_accuracy_on_real_images_from_train_and_from_evaluate(image_fo
 
 
 def test_fused_runs_get_quantized_metrics_per_student(image_folder, tmp_path):
-    overrides = [o for o in tiny_overrides("densenet169", "fused_hnd", image_folder) if not o.startswith("model.bottleneck_channels")]
-    results = train(compose_train_config(overrides + ["model.bottleneck_channels=[3,6]", "test_quantized=true"], tmp_path))
+    overrides = [
+        o
+        for o in tiny_overrides("densenet169", "fused_hnd", image_folder)
+        if not o.startswith("model.bottleneck_channels")
+    ]
+    results = train(
+        compose_train_config(overrides + ["model.bottleneck_channels=[3,6]", "test_quantized=true"], tmp_path)
+    )
     metrics = results["metrics"]
     # recount each student's 8-bit top-1 on the batch the test ran (fast_dev_run: the first 2 test images)
     from hnd_lightning.data import ImageFolderDataModule

@@ -33,7 +33,9 @@ def test_markdown_table_formats_aligns_pads_and_escapes():
 
 
 def test_explicit_alignment_and_format_spec():
-    table = markdown_table([{"a": 1234.5, "b": "x"}], [Column("a", format=",.1f", align="left"), Column("b", align="center")])
+    table = markdown_table(
+        [{"a": 1234.5, "b": "x"}], [Column("a", format=",.1f", align="left"), Column("b", align="center")]
+    )
     assert table.splitlines()[1] == "| ------- | :-: |"
     assert "| 1,234.5 |  x  |" in table
     with pytest.raises(ValueError, match="align='middle'"):
@@ -41,7 +43,9 @@ def test_explicit_alignment_and_format_spec():
 
 
 def test_write_table_files_writes_md_csv_json(tmp_path):
-    paths = write_table_files(tmp_path / "out", "results", ROWS, COLUMNS, title="Results", intro="Two runs.", notes=["- note"])
+    paths = write_table_files(
+        tmp_path / "out", "results", ROWS, COLUMNS, title="Results", intro="Two runs.", notes=["- note"]
+    )
     assert paths == {fmt: tmp_path / "out" / f"results.{fmt}" for fmt in ("md", "csv", "json")}
     markdown = paths["md"].read_text()
     assert markdown.startswith("# Results\n\nTwo runs.\n\n| method") and markdown.endswith("\n- note\n")
@@ -53,7 +57,11 @@ def test_write_table_files_writes_md_csv_json(tmp_path):
     assert records[0]["test_acc1"] == "0.649" and records[0]["shape"] == "[12, 5, 5]"
     assert records[1]["test_acc1"] == "" and records[1]["shape"] == ""
     assert json.loads(paths["json"].read_text()) == ROWS
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["results.csv", "results.json", "results.md"]  # no temp files
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "results.csv",
+        "results.json",
+        "results.md",
+    ]  # no temp files
 
 
 def test_formats_and_csv_keys_select_what_is_written(tmp_path):

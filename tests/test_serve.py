@@ -48,7 +48,9 @@ def split_artifacts(tmp_path_factory, input_size: int = 32) -> Path:
         with torch.no_grad():  # non-trivial batch-norm statistics, so logits differ between inputs
             student.train()(torch.randn(8, 3, input_size, input_size) * 2)
         normalization = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-        metadata = split_metadata(student.eval(), "densenet169", 3, 3, input_size, "hnd", normalization, input_size, CLASSES)
+        metadata = split_metadata(
+            student.eval(), "densenet169", 3, 3, input_size, "hnd", normalization, input_size, CLASSES
+        )
         save_split_artifacts(directory, student, metadata)
     return directory
 
@@ -64,7 +66,9 @@ def random_payload(rng: np.random.Generator, rows: int = 1) -> dict[str, np.ndar
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     models = load_served_models(split_artifacts(tmp_path_factory), teacher="random")
-    service = InferenceService(models, BatchingSettings(max_batch_size=8, max_delay_ms=0.0, max_queue=64), MAX_REQUEST_BYTES)
+    service = InferenceService(
+        models, BatchingSettings(max_batch_size=8, max_delay_ms=0.0, max_queue=64), MAX_REQUEST_BYTES
+    )
     with ServerThread(service, ServerSettings(http_port=0, grpc_port=0)) as server:
         yield server, models
 
@@ -76,7 +80,9 @@ def expected_logits(models, payload) -> np.ndarray:
 def tritonclient_inputs(module, payload):
     inputs = []
     for name, array in payload.items():
-        tensor = module.InferInput(name, list(array.shape), {"bottleneck": "UINT8", "scale": "FP32", "zero_point": "UINT8"}[name])
+        tensor = module.InferInput(
+            name, list(array.shape), {"bottleneck": "UINT8", "scale": "FP32", "zero_point": "UINT8"}[name]
+        )
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
     return inputs
@@ -91,7 +97,9 @@ def test_tritonclient_http_and_grpc_get_the_in_process_logits(served):
     assert "binary_tensor_data" in http.get_server_metadata()["extensions"]
     metadata = http.get_model_metadata("server")
     assert [(t["name"], t["datatype"], t["shape"]) for t in metadata["inputs"]] == [
-        ("bottleneck", "UINT8", [-1, 3, 5, 5]), ("scale", "FP32", [-1]), ("zero_point", "UINT8", [-1])
+        ("bottleneck", "UINT8", [-1, 3, 5, 5]),
+        ("scale", "FP32", [-1]),
+        ("zero_point", "UINT8", [-1]),
     ]
     assert metadata["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 3]}]
     assert [t.name for t in grpc_client.get_model_metadata("teacher").inputs] == ["image"]
@@ -99,7 +107,11 @@ def test_tritonclient_http_and_grpc_get_the_in_process_logits(served):
     expected = expected_logits(models, payload)
     assert np.abs(expected).max() > 1e-4  # a meaningful comparison
     binary = http.infer("server", tritonclient_inputs(tritonclient_http, payload))
-    as_json = http.infer("server", tritonclient_inputs(tritonclient_http, payload), outputs=[tritonclient_http.InferRequestedOutput("logits", binary_data=False)])
+    as_json = http.infer(
+        "server",
+        tritonclient_inputs(tritonclient_http, payload),
+        outputs=[tritonclient_http.InferRequestedOutput("logits", binary_data=False)],
+    )
     over_grpc = grpc_client.infer("server", tritonclient_inputs(tritonclient_grpc, payload))
     for result in (binary, as_json, over_grpc):
         np.testing.assert_allclose(result.as_numpy("logits"), expected, atol=1e-5, rtol=0)
@@ -117,9 +129,15 @@ def test_json_tensors_and_typed_grpc_contents_are_served_too(served):
     over_json = connect(server.http_url, binary=False).infer("server", payload, ["logits"])
     np.testing.assert_allclose(over_json.outputs["logits"], expected, atol=1e-5, rtol=0)
     request = service_pb2.ModelInferRequest(model_name="server")
-    request.inputs.add(name="bottleneck", datatype="UINT8", shape=[1, 3, 5, 5]).contents.uint_contents.extend(payload["bottleneck"].reshape(-1).tolist())
-    request.inputs.add(name="scale", datatype="FP32", shape=[1]).contents.fp32_contents.extend(payload["scale"].tolist())
-    request.inputs.add(name="zero_point", datatype="UINT8", shape=[1]).contents.uint_contents.extend(payload["zero_point"].tolist())
+    request.inputs.add(name="bottleneck", datatype="UINT8", shape=[1, 3, 5, 5]).contents.uint_contents.extend(
+        payload["bottleneck"].reshape(-1).tolist()
+    )
+    request.inputs.add(name="scale", datatype="FP32", shape=[1]).contents.fp32_contents.extend(
+        payload["scale"].tolist()
+    )
+    request.inputs.add(name="zero_point", datatype="UINT8", shape=[1]).contents.uint_contents.extend(
+        payload["zero_point"].tolist()
+    )
     with grpc.insecure_channel(server.grpc_url) as channel:
         response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
     logits = np.frombuffer(response.raw_output_contents[0], dtype=np.float32).reshape(1, 3)
@@ -130,7 +148,10 @@ def test_json_tensors_and_typed_grpc_contents_are_served_too(served):
 def rest_body(tensors: list[tuple[str, str, list[int], bytes]], header_extra: dict | None = None) -> tuple[bytes, int]:
     """A binary-extension body from (name, datatype, shape, raw bytes) tuples; returns it and the JSON size."""
     header = {
-        "inputs": [{"name": n, "datatype": d, "shape": s, "parameters": {"binary_data_size": len(raw)}} for n, d, s, raw in tensors],
+        "inputs": [
+            {"name": n, "datatype": d, "shape": s, "parameters": {"binary_data_size": len(raw)}}
+            for n, d, s, raw in tensors
+        ],
         **(header_extra or {}),
     }
     header_bytes = json.dumps(header).encode()
@@ -169,9 +190,23 @@ def malformed_rest_cases() -> dict[str, tuple[str, bytes, dict, str]]:
     add("binary_data_size against shape", with_tensor(1, raw=bytes(8)), "needs 4")
     add("extra bytes after the inputs", GOOD, "add up to", lambda b, h: (b + b"xx", h))
     add("truncated body", GOOD, "truncated body", lambda b, h: (b[:-3], h))
-    add("JSON header longer than the body", GOOD, "cannot be longer than the body", lambda b, h: (b, {HEADER_LENGTH: str(len(b) + 10)}))
-    add("invalid JSON header", GOOD, "not valid JSON", lambda b, h: (b"{oops" + b, {HEADER_LENGTH: str(int(h[HEADER_LENGTH]) + 5)}))
-    add("body over max_request_bytes", with_tensor(0, shape=[1000, 3, 5, 5], raw=bytes(75_000)), "exceeds max_request_bytes")
+    add(
+        "JSON header longer than the body",
+        GOOD,
+        "cannot be longer than the body",
+        lambda b, h: (b, {HEADER_LENGTH: str(len(b) + 10)}),
+    )
+    add(
+        "invalid JSON header",
+        GOOD,
+        "not valid JSON",
+        lambda b, h: (b"{oops" + b, {HEADER_LENGTH: str(int(h[HEADER_LENGTH]) + 5)}),
+    )
+    add(
+        "body over max_request_bytes",
+        with_tensor(0, shape=[1000, 3, 5, 5], raw=bytes(75_000)),
+        "exceeds max_request_bytes",
+    )
     add("NaN scale", with_tensor(1, raw=np.float32("nan").tobytes()), "'scale' must be finite")
     add("infinite scale", with_tensor(1, raw=np.float32("inf").tobytes()), "'scale' must be finite")
     body, json_size = rest_body([("image", "BYTES", [1], serialize_bytes([b"\xff\xd8 this is no JPEG"]))])
@@ -212,7 +247,16 @@ def grpc_request(model: str, tensors: list[tuple]) -> service_pb2.ModelInferRequ
         ("server", with_tensor(1, raw=np.float32("nan").tobytes()), "'scale' must be finite"),
         ("teacher", [("image", "BYTES", [1], serialize_bytes([b"GIF89a broken"]))], "do not decode as an image"),
     ],
-    ids=["unknown model", "wrong input name", "wrong datatype", "wrong shape", "raw size", "too large", "NaN scale", "bad JPEG"],
+    ids=[
+        "unknown model",
+        "wrong input name",
+        "wrong datatype",
+        "wrong shape",
+        "raw size",
+        "too large",
+        "NaN scale",
+        "bad JPEG",
+    ],
 )
 def test_malformed_grpc_requests_get_invalid_argument_and_the_next_is_served(served, model, tensors, phrase):
     server, models = served
@@ -223,8 +267,18 @@ def test_malformed_grpc_requests_get_invalid_argument_and_the_next_is_served(ser
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert phrase in raised.value.details()
         payload = random_payload(np.random.default_rng(4))
-        response = stub.ModelInfer(grpc_request("server", [(n, d, list(a.shape), a.tobytes()) for (n, d, *_), a in zip(GOOD, payload.values())]), timeout=30)
-    np.testing.assert_allclose(np.frombuffer(response.raw_output_contents[0], np.float32).reshape(1, 3), expected_logits(models, payload), atol=1e-5, rtol=0)
+        response = stub.ModelInfer(
+            grpc_request(
+                "server", [(n, d, list(a.shape), a.tobytes()) for (n, d, *_), a in zip(GOOD, payload.values())]
+            ),
+            timeout=30,
+        )
+    np.testing.assert_allclose(
+        np.frombuffer(response.raw_output_contents[0], np.float32).reshape(1, 3),
+        expected_logits(models, payload),
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 # ---------------------------------------------------------------------------- load
@@ -294,7 +348,10 @@ def test_a_full_queue_refuses_at_once_with_503_and_unavailable_then_serves_the_r
         with pytest.raises(InferenceError, match="HTTP 503.*max_queue") as over_http:
             connect(server.http_url).infer("gated", {"x": np.array([9.0], np.float32)}, ["y"])
         with pytest.raises(InferenceServerException) as over_grpc:
-            tritonclient_grpc.InferenceServerClient(server.grpc_url).infer("gated", [tritonclient_grpc.InferInput("x", [1], "FP32").set_data_from_numpy(np.array([9.0], np.float32))])
+            tritonclient_grpc.InferenceServerClient(server.grpc_url).infer(
+                "gated",
+                [tritonclient_grpc.InferInput("x", [1], "FP32").set_data_from_numpy(np.array([9.0], np.float32))],
+            )
         assert time.monotonic() - started < 10  # refused at once, not queued
         assert over_http.value.kind == "unavailable" and "UNAVAILABLE" in over_grpc.value.status()
         model.gate.set()
@@ -337,15 +394,17 @@ def test_the_batcher_waits_max_delay_for_a_batch_and_splits_at_max_batch_size():
 
 def test_onnxruntime_runtime_serves_deploys_server_onnx(tmp_path_factory, tmp_path):
     pytest.importorskip("onnxruntime")
-    from hnd_lightning.runtime.onnx_export import export_onnx
     from hnd_lightning.models.artifacts import load_split_artifacts
+    from hnd_lightning.runtime.onnx_export import export_onnx
 
     artifacts = split_artifacts(tmp_path_factory)
     export_onnx(load_split_artifacts(artifacts), tmp_path)
     onnx_models = load_served_models(artifacts, runtime="onnxruntime", deploy_dir=tmp_path)
     torch_models = load_served_models(artifacts)
     payload = random_payload(np.random.default_rng(6), rows=3)
-    np.testing.assert_allclose(onnx_models["server"].run(payload)["logits"], expected_logits(torch_models, payload), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        onnx_models["server"].run(payload)["logits"], expected_logits(torch_models, payload), atol=1e-4, rtol=0
+    )
     assert onnx_models["server"].describe()["platform"] == "onnxruntime_onnx"
     with pytest.raises(ValueError, match="deploy_dir"):
         load_served_models(artifacts, runtime="onnxruntime")

@@ -26,14 +26,23 @@ def server_counts(url: str) -> tuple[int, int]:
     """(requests in flight, requests answered) from the server's Prometheus metrics."""
     text = urllib3.PoolManager().request("GET", f"{url}/metrics").data.decode()
     in_flight = float(re.search(r"^hnd_inference_requests_in_flight (\S+)", text, re.M).group(1))
-    served = sum(float(value) for value in re.findall(r'^hnd_inference_requests_total\{model="server".*\} (\S+)', text, re.M))
+    served = sum(
+        float(value) for value in re.findall(r'^hnd_inference_requests_total\{model="server".*\} (\S+)', text, re.M)
+    )
     return int(in_flight), int(served)
 
 
 def test_sigterm_answers_every_request_in_flight_then_exits(tmp_path_factory, tmp_path):
     artifacts = split_artifacts(tmp_path_factory)
     # one request at a time, so the 12 requests below are still queued when SIGTERM arrives
-    overrides = [f"artifacts={artifacts}", "http_port=0", "grpc_port=0", "threads=1", "batching.max_batch_size=1", f"hydra.run.dir={tmp_path}"]
+    overrides = [
+        f"artifacts={artifacts}",
+        "http_port=0",
+        "grpc_port=0",
+        "threads=1",
+        "batching.max_batch_size=1",
+        f"hydra.run.dir={tmp_path}",
+    ]
     rng = np.random.default_rng(0)
     payloads = [random_payload(rng) for _ in range(12)]
     models = load_served_models(artifacts)
@@ -63,7 +72,9 @@ def test_sigterm_answers_every_request_in_flight_then_exits(tmp_path_factory, tm
                 break
             time.sleep(0.002)
         else:
-            pytest.fail(f"never saw all 12 requests at the server with 3 or more in flight (last: {in_flight} in flight, {served} served)")
+            pytest.fail(
+                f"never saw all 12 requests at the server with 3 or more in flight (last: {in_flight} in flight, {served} served)"
+            )
         server.terminate()
         for thread in threads:
             thread.join(60)
@@ -74,5 +85,5 @@ def test_sigterm_answers_every_request_in_flight_then_exits(tmp_path_factory, tm
     for index in range(12):
         assert not isinstance(answers[index], Exception), answers[index]
         np.testing.assert_allclose(answers[index], expected[index], atol=1e-5, rtol=0)
-    with pytest.raises(Exception):  # the ports are closed
+    with pytest.raises(Exception):  # noqa: B017 - the ports are closed: any connection error
         connect(server.url("http")).infer("server", payloads[0], ["logits"])

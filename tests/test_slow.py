@@ -21,7 +21,10 @@ def test_full_quickstart_reproduces_the_readme_numbers(tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
     result = subprocess.run(
         [sys.executable, "-m", "hnd_lightning.train", "experiment=quickstart", f"paths.output_root={tmp_path}"],
-        capture_output=True, text=True, timeout=1800, env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = sorted((tmp_path / "runs").glob("*/*"))[-1]
@@ -33,4 +36,8 @@ def test_full_quickstart_reproduces_the_readme_numbers(tmp_path):
     assert teacher["test_acc1"] - student["test_acc1"] <= 0.02, (teacher, student)
     assert abs(student["test_q8_acc1"] - student["test_acc1"]) <= 0.003, student
     assert student["split_predictions_match"] is True
-    assert {p.name for p in (run_dir / "hnd" / "artifacts").iterdir()} >= {"head.safetensors", "tail.safetensors", "split.json"}
+    assert {p.name for p in (run_dir / "hnd" / "artifacts").iterdir()} >= {
+        "head.safetensors",
+        "tail.safetensors",
+        "split.json",
+    }

@@ -24,8 +24,14 @@ def run_sweep(sweep_dir: Path, data_root: Path, *overrides: str) -> subprocess.C
     """`python -m hnd_lightning.train -m ...` of tiny densenet169 runs into `sweep_dir`."""
     tiny = [o for o in tiny_overrides("densenet169", "hnd", data_root) if not o.startswith("model.bottleneck_channels")]
     command = [
-        sys.executable, "-m", "hnd_lightning.train", "-m", *tiny, *overrides,
-        f"paths.output_root={sweep_dir.parent}", f"hydra.sweep.dir={sweep_dir}",
+        sys.executable,
+        "-m",
+        "hnd_lightning.train",
+        "-m",
+        *tiny,
+        *overrides,
+        f"paths.output_root={sweep_dir.parent}",
+        f"hydra.sweep.dir={sweep_dir}",
     ]
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(command, cwd=sweep_dir.parent, env=env, capture_output=True, text=True, timeout=600)
@@ -59,7 +65,11 @@ def test_sweep_over_bottleneck_sizes_writes_table_and_plot(image_folder, tmp_pat
     # each job's results.json carries what the table shows (test_q8: asked for with test_quantized)
     for row in rows:
         written = json.loads((sweep_dir / row["job"] / "results.json").read_text())
-        assert written["status"] == "ok" and written["payload"]["bottleneck_shape"] == [int(row["bottleneck_channels"]), 5, 5]
+        assert written["status"] == "ok" and written["payload"]["bottleneck_shape"] == [
+            int(row["bottleneck_channels"]),
+            5,
+            5,
+        ]
         for column, key in (("test_acc1", "test/acc1"), ("test_acc5", "test/acc5"), ("test_q8_acc1", "test_q8/acc1")):
             assert float(row[column]) == pytest.approx(written["metrics"][key]), column
         assert int(row["trainable_parameters"]) == written["trainable_parameters"]
@@ -112,7 +122,11 @@ def _write_job(sweep_dir: Path, name: str, results: dict | None, config: dict | 
 def test_payload_of_the_papers_bottlenecks():
     payload = bottleneck_payload("densenet169", 3, 224)
     assert payload["bottleneck_shape"] == [3, 29, 29]
-    assert (payload["bytes_float32"], payload["bytes_float16"], payload["bytes_uint8"]) == (4 * 2523, 2 * 2523, 2523 + 5)
+    assert (payload["bytes_float32"], payload["bytes_float16"], payload["bytes_uint8"]) == (
+        4 * 2523,
+        2 * 2523,
+        2523 + 5,
+    )
     assert payload["input_bytes_uint8"] == 3 * 224 * 224
     assert payload["percent_of_input"] == pytest.approx(1.68, abs=0.01)  # the papers' figure
     assert bottleneck_payload("inception_v3", 3, 299)["percent_of_input"] == pytest.approx(1.53, abs=0.01)
@@ -125,30 +139,84 @@ def _model(size: int | None, **values) -> dict:
 
 
 def test_summary_has_a_row_per_model_with_quantized_accuracy_and_missing_jobs(tmp_path):
-    common = {"architecture": "densenet169", "input_size": 224, "trainable_parameters": 10, "wall_seconds": 5.0, "status": "ok"}
-    _write_job(tmp_path, "0_a", {**common, "method": "hnd", "bottleneck_channels": 3, "metrics": {"test/acc1": 0.7},
-                                 "models": {"b3": _model(3, best_val_acc1=0.72, test_acc1=0.7, test_acc5=0.9, test_q8_acc1=0.69)}})
-    _write_job(tmp_path, "1_b", {**common, "method": "original", "bottleneck_channels": None,
-                                 "models": {"teacher": _model(None, best_val_acc1=0.8, test_acc1=0.75, test_acc5=0.92)}})
+    common = {
+        "architecture": "densenet169",
+        "input_size": 224,
+        "trainable_parameters": 10,
+        "wall_seconds": 5.0,
+        "status": "ok",
+    }
+    _write_job(
+        tmp_path,
+        "0_a",
+        {
+            **common,
+            "method": "hnd",
+            "bottleneck_channels": 3,
+            "metrics": {"test/acc1": 0.7},
+            "models": {"b3": _model(3, best_val_acc1=0.72, test_acc1=0.7, test_acc5=0.9, test_q8_acc1=0.69)},
+        },
+    )
+    _write_job(
+        tmp_path,
+        "1_b",
+        {
+            **common,
+            "method": "original",
+            "bottleneck_channels": None,
+            "models": {"teacher": _model(None, best_val_acc1=0.8, test_acc1=0.75, test_acc5=0.92)},
+        },
+    )
     # a job killed before it wrote results.json: the row comes from its Hydra config
-    _write_job(tmp_path, "2_c", None, {"model": {"architecture": "densenet169", "bottleneck_channels": 6, "input_size": 224}})
+    _write_job(
+        tmp_path, "2_c", None, {"model": {"architecture": "densenet169", "bottleneck_channels": 6, "input_size": 224}}
+    )
     # a fused HND run is one job with a row per student, each with its own payload, parameters and accuracy
-    _write_job(tmp_path, "3_d", {**common, "method": "hnd", "bottleneck_channels": [3, 6], "metrics": {"test/acc1": 0.5},
-                                 "models": {"b3": _model(3, best_val_acc1=0.4, test_acc1=0.5, test_acc5=0.8),
-                                            "b6": _model(6, best_val_acc1=0.55, test_acc1=0.6, test_acc5=0.9)}})
+    _write_job(
+        tmp_path,
+        "3_d",
+        {
+            **common,
+            "method": "hnd",
+            "bottleneck_channels": [3, 6],
+            "metrics": {"test/acc1": 0.5},
+            "models": {
+                "b3": _model(3, best_val_acc1=0.4, test_acc1=0.5, test_acc5=0.8),
+                "b6": _model(6, best_val_acc1=0.55, test_acc1=0.6, test_acc5=0.9),
+            },
+        },
+    )
     # a failed job has no per-model record: one row from its run-level fields
-    _write_job(tmp_path, "4_e", {**common, "status": "failed", "error": "ValueError: boom", "method": "kd",
-                                 "bottleneck_channels": 9, "metrics": {}})
+    _write_job(
+        tmp_path,
+        "4_e",
+        {
+            **common,
+            "status": "failed",
+            "error": "ValueError: boom",
+            "method": "kd",
+            "bottleneck_channels": 9,
+            "metrics": {},
+        },
+    )
 
     summary = write_summary(tmp_path)
     rows = {row["job"]: row for row in summary["rows"]}
     assert list(rows) == ["0_a", "1_b", "2_c", "3_d/b3", "3_d/b6", "4_e"]
     assert (rows["3_d/b6"]["bottleneck_channels"], rows["3_d/b6"]["payload_bytes_uint8"]) == (6, 5046 + 5)
-    assert (rows["3_d/b6"]["test_acc1"], rows["3_d/b6"]["best_val_acc1"], rows["3_d/b6"]["trainable_parameters"]) == (0.6, 0.55, 60)
+    assert (rows["3_d/b6"]["test_acc1"], rows["3_d/b6"]["best_val_acc1"], rows["3_d/b6"]["trainable_parameters"]) == (
+        0.6,
+        0.55,
+        60,
+    )
     assert rows["0_a"]["test_q8_acc1"] == 0.69 and rows["0_a"]["best_val_acc1"] == 0.72
     assert rows["1_b"]["payload_bytes_float32"] is None and rows["1_b"]["test_acc1"] == 0.75
     assert rows["2_c"]["status"] == "missing" and rows["2_c"]["payload_bytes_uint8"] == 5046 + 5
-    assert (rows["4_e"]["status"], rows["4_e"]["payload_bytes_uint8"], rows["4_e"]["error"]) == ("failed", 7569 + 5, "ValueError: boom")
+    assert (rows["4_e"]["status"], rows["4_e"]["payload_bytes_uint8"], rows["4_e"]["error"]) == (
+        "failed",
+        7569 + 5,
+        "ValueError: boom",
+    )
     header = read_csv(summary["csv"])[0].keys()
     assert "test_q8_acc1" in header and "test_q8_acc5" not in header  # a column only where some job has it
     table = {row["job"]: row for row in markdown_rows(summary["markdown"])}
@@ -162,8 +230,14 @@ def test_tensorboard_hparams_hold_the_settings_and_final_metrics(image_folder, t
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     overrides = [o for o in tiny_overrides("densenet169", "hnd", image_folder) if o != "debug=fast_dev_run"] + [
-        "trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", "data.num_workers=0", "data.persistent_workers=false", "callbacks.model_checkpoint=null",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        "callbacks.model_checkpoint=null",
     ]
     results = train(compose_train_config(overrides, tmp_path))
     events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()

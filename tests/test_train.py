@@ -33,9 +33,11 @@ def test_every_model_and_method_runs_from_the_config(model, method, image_folder
     assert written["method"] == method and written["architecture"] == model
     assert {"test/acc1", "test/acc5", "val/acc1", "train/loss"} <= set(results["metrics"])
     assert 0.0 <= results["metrics"]["test/acc1"] <= 1.0
-    expected = ["teacher.safetensors", "teacher.json"] if method == "original" else [
-        "head.safetensors", "tail.safetensors", "split.json"
-    ]
+    expected = (
+        ["teacher.safetensors", "teacher.json"]
+        if method == "original"
+        else ["head.safetensors", "tail.safetensors", "split.json"]
+    )
     assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == sorted(expected)
 
 
@@ -86,7 +88,11 @@ def test_kd_leaves_the_teacher_untouched_and_trains_the_whole_student(image_fold
     fit_and_test(cfg, datamodule, method, trainer)
     for key, value in teacher_before.items():
         assert torch.equal(method.teacher.state_dict()[key], value), key
-    changed = {key.split(".")[0] for key, value in student_before.items() if not torch.equal(method.model.state_dict()[key], value)}
+    changed = {
+        key.split(".")[0]
+        for key, value in student_before.items()
+        if not torch.equal(method.model.state_dict()[key], value)
+    }
     assert changed == {"head", "tail"}
     assert not any(p.requires_grad for p in method.teacher.parameters())
 
@@ -123,8 +129,13 @@ def test_original_teacher_checkpoint_feeds_the_next_run(image_folder, tmp_path):
     # and so does the Lightning checkpoint of a real (not fast_dev_run) original run
     real = tiny_overrides("densenet169", "original", image_folder)
     real = [o for o in real if o != "debug=fast_dev_run"] + [
-        "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", "trainer.accelerator=cpu", "data.num_workers=0", "data.persistent_workers=false",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "trainer.accelerator=cpu",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
     ]
     train(compose_train_config(real, tmp_path / "teacher_ckpt"))
     last = tmp_path / "teacher_ckpt" / "checkpoints" / "last.ckpt"
@@ -135,8 +146,12 @@ def test_original_teacher_checkpoint_feeds_the_next_run(image_folder, tmp_path):
 
 def test_short_real_run_writes_checkpoints_tensorboard_and_resumes(image_folder, tmp_path):
     overrides = [o for o in tiny_overrides("densenet169", "hnd", image_folder) if o != "debug=fast_dev_run"] + [
-        "trainer.accelerator=cpu", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", "data.num_workers=0", "data.persistent_workers=false",
+        "trainer.accelerator=cpu",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
     ]
     results = train(compose_train_config(overrides + ["trainer.max_epochs=1"], tmp_path / "first"))
     checkpoints = sorted(p.name for p in (tmp_path / "first" / "checkpoints").iterdir())
@@ -145,7 +160,9 @@ def test_short_real_run_writes_checkpoints_tensorboard_and_resumes(image_folder,
     assert list((tmp_path / "first" / "tensorboard").glob("events.out.tfevents.*"))
     assert (tmp_path / "first" / "artifacts" / "head.safetensors").is_file()
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    resumed = train(compose_train_config(overrides + ["trainer.max_epochs=2", f"ckpt_path={last}"], tmp_path / "second"))
+    resumed = train(
+        compose_train_config(overrides + ["trainer.max_epochs=2", f"ckpt_path={last}"], tmp_path / "second")
+    )
     assert resumed["epochs"] == 2
 
 
@@ -164,7 +181,12 @@ def test_wrong_class_count_is_reported(image_folder, tmp_path):
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
-        [sys.executable, "-m", "hnd_lightning.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "hnd_lightning.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -176,7 +198,9 @@ def test_cli_rejects_unknown_model_with_the_available_ones(tmp_path):
 
 def test_cli_rejects_a_bad_bottleneck_size(image_folder, tmp_path):
     overrides = tiny_overrides("densenet169", "hnd", image_folder)
-    overrides = [o for o in overrides if not o.startswith("model.bottleneck_channels")] + ["model.bottleneck_channels=0"]
+    overrides = [o for o in overrides if not o.startswith("model.bottleneck_channels")] + [
+        "model.bottleneck_channels=0"
+    ]
     result = _cli(*overrides, f"paths.output_root={tmp_path}", cwd=tmp_path)
     assert result.returncode != 0
     assert "bottleneck_channels must be a positive integer" in result.stderr

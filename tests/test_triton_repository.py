@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import compose_config
 
-model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason='needs the serve extra: pip install -e ".[serve]"')
+model_config_pb2 = pytest.importorskip(
+    "tritonclient.grpc.model_config_pb2", reason='needs the serve extra: pip install -e ".[serve]"'
+)
 pytest.importorskip("onnxruntime", reason='needs the deploy extra: pip install -e ".[deploy]"')
 
 from google.protobuf import text_format  # noqa: E402
@@ -22,8 +24,13 @@ def parse(text: str):
 def test_deploy_writes_a_triton_repository_with_dynamic_batching(tmp_path_factory, tmp_path):
     cfg = compose_config(
         "deploy",
-        [f"artifacts={split_artifacts(tmp_path_factory)}", "verify.enabled=false", "triton.max_batch_size=32",
-         "triton.max_queue_delay_ms=1.5", "triton.max_queue=10"],
+        [
+            f"artifacts={split_artifacts(tmp_path_factory)}",
+            "verify.enabled=false",
+            "triton.max_batch_size=32",
+            "triton.max_queue_delay_ms=1.5",
+            "triton.max_queue=10",
+        ],
         tmp_path,
     )
     description = deploy(cfg)
@@ -34,7 +41,11 @@ def test_deploy_writes_a_triton_repository_with_dynamic_batching(tmp_path_factor
     assert config.name == "server" and config.platform == "onnxruntime_onnx" and config.max_batch_size == 32
     inputs = {tensor.name: tensor for tensor in config.input}
     assert list(inputs) == ["bottleneck", "scale", "zero_point"]
-    assert inputs["bottleneck"].data_type == model_config_pb2.TYPE_UINT8 and list(inputs["bottleneck"].dims) == [3, 5, 5]
+    assert inputs["bottleneck"].data_type == model_config_pb2.TYPE_UINT8 and list(inputs["bottleneck"].dims) == [
+        3,
+        5,
+        5,
+    ]
     assert not inputs["bottleneck"].HasField("reshape")
     # one value per image: [N] in the ONNX file, declared [1] with an empty reshape
     for name, data_type in (("scale", model_config_pb2.TYPE_FP32), ("zero_point", model_config_pb2.TYPE_UINT8)):
@@ -51,5 +62,9 @@ def test_model_config_refuses_a_dtype_triton_is_not_told_about():
     tensor = {"name": "x", "shape": ["batch", 4], "dtype": "complex64"}
     with pytest.raises(ValueError, match="complex64"):
         model_config([tensor], [tensor])
-    text = model_config([{"name": "x", "shape": ["batch", 4], "dtype": "float16"}], [{"name": "y", "shape": ["batch", 2], "dtype": "float32"}], max_batch_size=4)
+    text = model_config(
+        [{"name": "x", "shape": ["batch", 4], "dtype": "float16"}],
+        [{"name": "y", "shape": ["batch", 2], "dtype": "float32"}],
+        max_batch_size=4,
+    )
     assert parse(text).input[0].data_type == model_config_pb2.TYPE_FP16

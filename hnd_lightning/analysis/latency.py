@@ -20,7 +20,9 @@ def link_ms(num_bytes: float, bandwidth_mbps: float) -> float:
     return 1000 * 8 * num_bytes / (bandwidth_mbps * 1e6)
 
 
-def end_to_end(device: dict[str, Any], server: dict[str, Any], bandwidths: list[float], rtt_ms: float) -> list[dict[str, Any]]:
+def end_to_end(
+    device: dict[str, Any], server: dict[str, Any], bandwidths: list[float], rtt_ms: float
+) -> list[dict[str, Any]]:
     """Per-image latency (batch 1) of each strategy of `STRATEGIES` at each bandwidth, fastest marked."""
     device_ms = device["latency"]["parts"]
     server_ms = server["latency"]["parts"]
@@ -31,7 +33,9 @@ def end_to_end(device: dict[str, Any], server: dict[str, Any], bandwidths: list[
             raise ValueError(f"link.bandwidths_mbps must be positive, got {bandwidth}.")
         latency = {
             "device_only": device_ms["teacher_full"]["batch_1_ms"],
-            "server_only": link_ms(payload["jpeg"]["bytes"], bandwidth) + rtt_ms + server_ms["teacher_full"]["batch_1_ms"],
+            "server_only": link_ms(payload["jpeg"]["bytes"], bandwidth)
+            + rtt_ms
+            + server_ms["teacher_full"]["batch_1_ms"],
             "split": device_ms["student_device"]["batch_1_ms"]
             + link_ms(payload["student"]["bytes"]["uint8"], bandwidth)
             + rtt_ms

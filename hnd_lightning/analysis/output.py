@@ -30,22 +30,40 @@ def _shape(shape: list[int]) -> str:
 
 def _compute_section(compute: dict[str, Any]) -> list[str]:
     rows = [{"part": label, **compute[name]} for name, label in PART_LABELS.items()]
-    columns = [Column("part"), Column("parameters", "params", format=count, align="right"), Column("macs", "MACs", format=count, align="right")]
+    columns = [
+        Column("part"),
+        Column("parameters", "params", format=count, align="right"),
+        Column("macs", "MACs", format=count, align="right"),
+    ]
     share = compute["student_device"]["macs"] / compute["teacher_device"]["macs"]
-    return ["## Compute per image", "", markdown_table(rows, columns), f"HND device part MACs = {100 * share:.1f} % of the teacher head's.", ""]
+    return [
+        "## Compute per image",
+        "",
+        markdown_table(rows, columns),
+        f"HND device part MACs = {100 * share:.1f} % of the teacher head's.",
+        "",
+    ]
 
 
 def _payload_section(model: dict[str, Any], payload: dict[str, Any]) -> list[str]:
     jpeg, size = payload["jpeg"], model["input_size"]
     rows = [
-        {"tensor": f"{label} {_shape(payload[key]['shape'])}", "elements": payload[key]["elements"],
-         **{fmt: payload[key]["bytes"][fmt] for fmt in ("float32", "float16", "uint8")},
-         "percent": payload[key]["percent_of_input"]["uint8"], "jpeg": payload[key]["ratio_to_jpeg"]["uint8"]}
+        {
+            "tensor": f"{label} {_shape(payload[key]['shape'])}",
+            "elements": payload[key]["elements"],
+            **{fmt: payload[key]["bytes"][fmt] for fmt in ("float32", "float16", "uint8")},
+            "percent": payload[key]["percent_of_input"]["uint8"],
+            "jpeg": payload[key]["ratio_to_jpeg"]["uint8"],
+        }
         for key, label in (("student", "HND bottleneck"), ("teacher", "teacher split tensor"))
     ]
     columns = [
-        Column("tensor"), Column("elements", format=","), Column("float32", format=","), Column("float16", format=","),
-        Column("uint8", "8-bit", format=","), Column("percent", "8-bit % of input", format=".2f"),
+        Column("tensor"),
+        Column("elements", format=","),
+        Column("float32", format=","),
+        Column("float16", format=","),
+        Column("uint8", "8-bit", format=","),
+        Column("percent", "8-bit % of input", format=".2f"),
         Column("jpeg", "8-bit / JPEG", format=lambda ratio: f"{ratio:.2f}x", align="right"),
     ]
     return [

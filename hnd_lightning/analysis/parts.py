@@ -40,7 +40,13 @@ class SplitUnderAnalysis:
     """
 
     def __init__(
-        self, student: nn.Module, teacher: nn.Module, architecture: str, input_size: int, resize_size: int, description: dict
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        architecture: str,
+        input_size: int,
+        resize_size: int,
+        description: dict,
     ) -> None:
         self.description = description
         self.input_size = input_size

@@ -48,7 +48,10 @@ def real_images(cfg: DictConfig, input_size: int, resize_size: int) -> tuple[lis
     for path in files:
         with Image.open(path) as image:
             images.append(crop(image.convert("RGB")))
-    return images, f"{len(images)} real images from {folder}, resized to {resize_size} and center-cropped to {input_size}"
+    return (
+        images,
+        f"{len(images)} real images from {folder}, resized to {resize_size} and center-cropped to {input_size}",
+    )
 
 
 def generated_image(input_size: int, seed: int) -> Image.Image:
@@ -59,7 +62,8 @@ def generated_image(input_size: int, seed: int) -> Image.Image:
     channels = []
     for _ in range(3):
         waves = sum(
-            rng.uniform(20, 60) * np.sin(2 * np.pi * (rng.uniform(0.5, 3) * x + rng.uniform(0.5, 3) * y) + rng.uniform(0, 6))
+            rng.uniform(20, 60)
+            * np.sin(2 * np.pi * (rng.uniform(0.5, 3) * x + rng.uniform(0.5, 3) * y) + rng.uniform(0, 6))
             for _ in range(3)
         )
         channels.append(128 + waves + rng.normal(0, 8, (input_size, input_size)))
@@ -94,9 +98,12 @@ def payload_report(cfg: DictConfig, split: SplitUnderAnalysis) -> dict[str, Any]
         raise ValueError(f"payload.jpeg_quality must be in 1..100 (PIL's JPEG quality), got {quality}.")
     real = real_images(cfg, size, split.resize_size)
     if real is None:
-        images, source = [generated_image(size, cfg.seed)], (
-            "a generated image (smooth gradients plus noise; no data.root set): real photos give other JPEG "
-            "sizes, set data.root to use them"
+        images, source = (
+            [generated_image(size, cfg.seed)],
+            (
+                "a generated image (smooth gradients plus noise; no data.root set): real photos give other JPEG "
+                "sizes, set data.root to use them"
+            ),
         )
     else:
         images, source = real

@@ -72,7 +72,9 @@ def measure_latency(timing: DictConfig, split: SplitUnderAnalysis, part_names: t
     return {"settings": settings, "machine": machine_description(device), "parts": results}
 
 
-def role_report(role: str, split: SplitUnderAnalysis, static: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
+def role_report(
+    role: str, split: SplitUnderAnalysis, static: dict[str, Any], latency: dict[str, Any]
+) -> dict[str, Any]:
     """The timings JSON of one side: the model, what does not depend on the machine, and that side's latency."""
     return {
         "role": role,
@@ -83,7 +85,9 @@ def role_report(role: str, split: SplitUnderAnalysis, static: dict[str, Any], la
     }
 
 
-def combine(device: dict[str, Any], server: dict[str, Any], bandwidths_mbps: list[float], rtt_ms: float) -> dict[str, Any]:
+def combine(
+    device: dict[str, Any], server: dict[str, Any], bandwidths_mbps: list[float], rtt_ms: float
+) -> dict[str, Any]:
     """The analysis from a device and a server report of the same model, at each link bandwidth."""
     if device.get("role") != "device" or server.get("role") != "server":
         raise ValueError(

@@ -22,7 +22,9 @@ def bench_data_pipeline(cfg: DictConfig) -> list[dict[str, Any]]:
 
     folder = Path(cfg.data_root).expanduser() / "train"
     if not folder.is_dir():
-        raise FileNotFoundError(f"data_root={cfg.data_root!r} has no train/ folder; pass an ImageFolder root or data_root=null.")
+        raise FileNotFoundError(
+            f"data_root={cfg.data_root!r} has no train/ folder; pass an ImageFolder root or data_root=null."
+        )
     transform = train_transform(cfg.model.input_size, cfg.model.resize_size, IMAGENET_MEAN, IMAGENET_STD)
     dataset = datasets.ImageFolder(str(folder), transform=transform)
     records = []

@@ -12,15 +12,30 @@ from hnd_lightning.files import write_json
 from hnd_lightning.reporting.tables import Column, markdown_table, write_table_files
 
 SETTINGS_SHOWN = (
-    "architecture", "bottleneck_channels", "device", "device_name", "threads", "dtype", "batch",
-    "input_size", "memory_format", "rounds", "warmup", "repeats",
+    "architecture",
+    "bottleneck_channels",
+    "device",
+    "device_name",
+    "threads",
+    "dtype",
+    "batch",
+    "input_size",
+    "memory_format",
+    "rounds",
+    "warmup",
+    "repeats",
 )
 COLUMNS = [
     Column("method"),
     Column("phase"),
     Column("part"),
     Column("images_per_s", "images/s", format=".2f"),
-    Column("images_per_s_min", "min..max", value=lambda r: f"{r['images_per_s_min']:.1f}..{r['images_per_s_max']:.1f}", align="right"),
+    Column(
+        "images_per_s_min",
+        "min..max",
+        value=lambda r: f"{r['images_per_s_min']:.1f}..{r['images_per_s_max']:.1f}",
+        align="right",
+    ),
     Column("step_ms_median", "ms/step", format=".1f"),
     Column("spread", format=".0%", align="right"),
     Column("peak_memory_mb", "peak MB", format=".0f", align="right"),
@@ -28,7 +43,12 @@ COLUMNS = [
 
 
 def summarize(
-    method: str, phase: str, part: str | None, batch: int, rounds: list[list[float]], peak_mb: float | None,
+    method: str,
+    phase: str,
+    part: str | None,
+    batch: int,
+    rounds: list[list[float]],
+    peak_mb: float | None,
     memory_scope: str | None = None,
 ) -> dict[str, Any]:
     """One result record: median images/s over all timed steps (seconds, one list per round), their
@@ -85,14 +105,22 @@ def _notes(report: dict[str, Any]) -> list[str]:
 
 def format_table(report: dict[str, Any]) -> str:
     """The settings line, the results table (markdown) and the ratios, for the terminal."""
-    return "\n".join([_settings_line(report["settings"]), "", markdown_table(report["results"], COLUMNS), *_notes(report)])
+    return "\n".join(
+        [_settings_line(report["settings"]), "", markdown_table(report["results"], COLUMNS), *_notes(report)]
+    )
 
 
 def write_report(report: dict[str, Any], output: str | Path) -> dict[str, Path]:
     """Write the report as JSON to `output`, and its table as `<stem>.md` and `<stem>.csv` beside it."""
     output = Path(output)
     paths = write_table_files(
-        output.parent, output.stem, report["results"], COLUMNS, title="Benchmark",
-        intro=_settings_line(report["settings"]), notes=_notes(report), formats=("md", "csv"),
+        output.parent,
+        output.stem,
+        report["results"],
+        COLUMNS,
+        title="Benchmark",
+        intro=_settings_line(report["settings"]),
+        notes=_notes(report),
+        formats=("md", "csv"),
     )
     return {"json": write_json(output, report), **paths}

@@ -32,8 +32,14 @@ def measure(subjects: list[Subject], cfg: DictConfig, device: torch.device) -> N
             if peak is not None:
                 subject.peak_mb = max(peak, subject.peak_mb or 0.0)
                 subject.memory_scope = meter.scope
-            log.info("round %d %s %s %s: %.2f images/s", round_index + 1, subject.method, subject.phase,
-                     subject.part or "", cfg.batch / statistics.median(subject.rounds[-1]))
+            log.info(
+                "round %d %s %s %s: %.2f images/s",
+                round_index + 1,
+                subject.method,
+                subject.phase,
+                subject.part or "",
+                cfg.batch / statistics.median(subject.rounds[-1]),
+            )
 
 
 def run_benchmark(cfg: DictConfig) -> dict[str, Any]:

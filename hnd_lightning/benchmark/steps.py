@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -72,7 +73,9 @@ def quiet_lightning() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def time_lightning_step(method: SplitComputingMethod, cfg: DictConfig, device: torch.device, batch: Batch) -> list[float]:
+def time_lightning_step(
+    method: SplitComputingMethod, cfg: DictConfig, device: torch.device, batch: Batch
+) -> list[float]:
     """Seconds per optimizer step of `method` run by a Lightning Trainer, for the `repeats` timed steps."""
     timer = StepTimer(device)
     with quiet_lightning(), warnings.catch_warnings():

@@ -4,8 +4,8 @@ step, and the student's parts at inference."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from hydra.utils import instantiate
@@ -50,9 +50,15 @@ def _prepare(module: nn.Module, cfg: DictConfig, device: torch.device) -> nn.Mod
 
 def _student_and_teacher_head(cfg: DictConfig, device: torch.device) -> tuple[SplitModel, nn.Module]:
     model_cfg = cfg.model
-    teacher = build_teacher(model_cfg.architecture, model_cfg.num_classes, weights=model_cfg.teacher.weights,
-                            checkpoint=model_cfg.teacher.checkpoint)
-    student, teacher_head = build_student(teacher, model_cfg.architecture, model_cfg.bottleneck_channels, model_cfg.input_size)
+    teacher = build_teacher(
+        model_cfg.architecture,
+        model_cfg.num_classes,
+        weights=model_cfg.teacher.weights,
+        checkpoint=model_cfg.teacher.checkpoint,
+    )
+    student, teacher_head = build_student(
+        teacher, model_cfg.architecture, model_cfg.bottleneck_channels, model_cfg.input_size
+    )
     return _prepare(student, cfg, device), _prepare(teacher_head.requires_grad_(False).eval(), cfg, device)
 
 
@@ -92,5 +98,7 @@ def inference_subjects(cfg: DictConfig, device: torch.device, batch: Batch) -> l
             with torch.inference_mode(), cast():
                 module(inputs)
 
-        subjects.append(Subject("student", "infer", part, [module], lambda step=step: time_loop(step, cfg, device, batch)))
+        subjects.append(
+            Subject("student", "infer", part, [module], lambda step=step: time_loop(step, cfg, device, batch))
+        )
     return subjects

@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -133,7 +134,9 @@ class RecoveryCheckpoint(pl.Callback):
 
     def __init__(self, dirpath: str | Path, every_minutes: float | None = 30.0) -> None:
         if every_minutes is not None and every_minutes < 0:
-            raise ValueError(f"checkpoint.every_minutes must be >= 0 (0 or null: only after each epoch), got {every_minutes}")
+            raise ValueError(
+                f"checkpoint.every_minutes must be >= 0 (0 or null: only after each epoch), got {every_minutes}"
+            )
         self.dirpath = Path(dirpath)
         self.interval_seconds = 60.0 * every_minutes if every_minutes else None
         self.run_settings: dict[str, Any] | None = None
@@ -171,9 +174,12 @@ class RecoveryCheckpoint(pl.Callback):
         # Lightning raises SIGTERMException between steps, so the saved state is a consistent one
         if isinstance(exception, SIGTERMException) and not self._skip(trainer):
             self.save(trainer)
-            rank_zero_info(f"SIGTERM: saved epoch {trainer.current_epoch}, step {trainer.global_step} to {self.last_path}")
+            rank_zero_info(
+                f"SIGTERM: saved epoch {trainer.current_epoch}, step {trainer.global_step} to {self.last_path}"
+            )
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         if self.run_settings is not None:
             checkpoint[RUN_SETTINGS_KEY] = self.run_settings
-

@@ -24,10 +24,16 @@ class FiniteLossGuard(pl.Callback):
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         if not bool(torch.isfinite(loss.detach()).all()):
-            raise NonFiniteLossError(self._message(trainer, pl_module, f"training loss {loss.detach().float().sum().item()}"))
+            raise NonFiniteLossError(
+                self._message(trainer, pl_module, f"training loss {loss.detach().float().sum().item()}")
+            )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        bad = [name for name, weight in pl_module.named_parameters() if weight.requires_grad and not bool(torch.isfinite(weight).all())]
+        bad = [
+            name
+            for name, weight in pl_module.named_parameters()
+            if weight.requires_grad and not bool(torch.isfinite(weight).all())
+        ]
         if bad:
             shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
             raise NonFiniteLossError(self._message(trainer, pl_module, f"weights in {shown}"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -59,7 +59,9 @@ class Caltech101DataModule(ImageFolderDataModule):
         self.exclude = tuple(exclude)
 
     def check_layout(self) -> None:
-        classes = [p for p in self.root.iterdir() if p.is_dir() and p.name not in self.exclude] if self.root.is_dir() else []
+        classes = (
+            [p for p in self.root.iterdir() if p.is_dir() and p.name not in self.exclude] if self.root.is_dir() else []
+        )
         if not classes or len(classes) != self.num_classes:
             found = f"{len(classes)} class folders" if self.root.is_dir() else "no such folder"
             raise FileNotFoundError(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -102,7 +102,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             )
         if root is None:
             raise ValueError("data.root is not set. " + layout_help(Path("<root>"), train_dir, test_dir))
-        if not 0 < holdout:
+        if not holdout > 0:
             raise ValueError(f"data.holdout must be a fraction in (0, 1) or a count >= 1, got {holdout!r}.")
         self.root = Path(root).expanduser()
         self.num_classes = num_classes
@@ -153,7 +153,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 problems.append(f"train and test class folders differ (e.g. {only})")
         if problems:
             raise FileNotFoundError(
-                "Bad dataset root: " + "; ".join(problems) + ".\n" + layout_help(self.root, self.train_dir, self.test_dir)
+                "Bad dataset root: "
+                + "; ".join(problems)
+                + ".\n"
+                + layout_help(self.root, self.train_dir, self.test_dir)
             )
 
     def _image_folder(self, split: str, transform) -> CheckedImageFolder:
@@ -174,7 +177,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.val_set, self.test_set = class_interleaved(val_set, self.seed), class_interleaved(test_set, self.seed)
         log.info(
             "Data %s: %d train, %d validation, %d test images, %d classes",
-            self.root, len(self.train_set), len(self.val_set), len(self.test_set), len(self.classes),
+            self.root,
+            len(self.train_set),
+            len(self.val_set),
+            len(self.test_set),
+            len(self.classes),
         )
 
     def build_splits(self, train_tf, eval_tf) -> tuple[Dataset, Dataset, Dataset, list[str]]:
@@ -199,7 +206,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if self.bad_images:
             log.warning(
                 "%d unreadable images were skipped (data.on_bad_image=skip), e.g. %s",
-                len(self.bad_images), self.bad_images[:3],
+                len(self.bad_images),
+                self.bad_images[:3],
             )
 
     def _loader(self, dataset: Dataset, batch_size: int, training: bool) -> DataLoader:
@@ -224,4 +232,3 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, self.eval_batch_size, training=False)
-

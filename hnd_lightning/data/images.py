@@ -23,8 +23,9 @@ import os
 import shutil
 import tempfile
 import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,7 +145,9 @@ class CheckedImageFolder(datasets.ImageFolder):
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         if not self.excluded:
             return super().find_classes(directory)
-        classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir() and entry.name not in self.excluded)
+        classes = sorted(
+            entry.name for entry in os.scandir(directory) if entry.is_dir() and entry.name not in self.excluded
+        )
         return classes, {name: index for index, name in enumerate(classes)}
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:

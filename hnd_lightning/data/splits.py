@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -49,7 +49,9 @@ def class_interleaved_order(targets: Sequence[int], seed: int) -> list[int]:
     for target in classes:
         members = by_class[target]
         shuffled = torch.randperm(len(members), generator=generator).tolist()
-        keyed += [((position + 0.5) / len(members), class_rank[target], members[i]) for position, i in enumerate(shuffled)]
+        keyed += [
+            ((position + 0.5) / len(members), class_rank[target], members[i]) for position, i in enumerate(shuffled)
+        ]
     return [index for _, _, index in sorted(keyed)]
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -136,7 +136,7 @@ class SplitComputingMethod(pl.LightningModule):
             module.eval()
             self._frozen.append(module)
 
-    def train(self, mode: bool = True) -> "SplitComputingMethod":
+    def train(self, mode: bool = True) -> SplitComputingMethod:
         # Lightning switches the whole module to train mode every epoch; frozen parts stay in eval.
         super().train(mode)
         for module in self._frozen:
@@ -175,7 +175,10 @@ class SplitComputingMethod(pl.LightningModule):
         optimizer = self.build_optimizer(self.trainable_parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
+        }
 
     # ----------------------------------------------------------------- evaluation
     def setup(self, stage: str) -> None:
@@ -224,14 +227,20 @@ class SplitComputingMethod(pl.LightningModule):
         for name, model in self.models.items():
             acc1 = values[name]["acc1"]
             if name not in self.best or acc1 > self.best[name]["val_acc1"]:
-                self.best[name] = {"val_acc1": acc1, "epoch": self.current_epoch, "weights": self._trained_weights(model)}
+                self.best[name] = {
+                    "val_acc1": acc1,
+                    "epoch": self.current_epoch,
+                    "weights": self._trained_weights(model),
+                }
 
     def on_test_start(self) -> None:
         self.use_best_weights()
         if self.test_quantized:
             for name in self.models:
                 if name not in self.evaluation_metrics["test_q8"]:
-                    log.warning("test_quantized: %s (method=%s) has no bottleneck to quantize; skipped", name, self.method_name)
+                    log.warning(
+                        "test_quantized: %s (method=%s) has no bottleneck to quantize; skipped", name, self.method_name
+                    )
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test")
@@ -241,7 +250,9 @@ class SplitComputingMethod(pl.LightningModule):
         self.test_results = {}
         for stage in stages:
             for name, values in self._log_epoch(stage).items():
-                self.test_results.setdefault(name, {}).update({f"{stage}_{metric}": value for metric, value in values.items()})
+                self.test_results.setdefault(name, {}).update(
+                    {f"{stage}_{metric}": value for metric, value in values.items()}
+                )
 
     # ----------------------------------------------------------------- best weights
     def _trained_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:

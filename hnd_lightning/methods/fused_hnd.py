@@ -55,9 +55,7 @@ class FusedHNDMethod(SplitComputingMethod):
         listed = list(bottleneck_channels) if isinstance(bottleneck_channels, Sequence) else [bottleneck_channels]
         sizes = [validate_bottleneck_channels(size) for size in listed]
         if not sizes or len(set(sizes)) != len(sizes):
-            raise ValueError(
-                f"model.bottleneck_channels must list distinct sizes, e.g. [3,6,9,12]; got {listed}."
-            )
+            raise ValueError(f"model.bottleneck_channels must list distinct sizes, e.g. [3,6,9,12]; got {listed}.")
         super().__init__(architecture, num_classes, input_size, optimizer, scheduler, sizes)
         self.automatic_optimization = False  # one optimizer per student, stepped in training_step
         # Each student starts from the RNG state a single run has when it builds its student; afterwards
@@ -99,7 +97,14 @@ class FusedHNDMethod(SplitComputingMethod):
             self.manual_backward(loss)
             optimizer.step()
             for key in self.metric_keys("train", name, "loss"):
-                self.log(key, loss.detach(), prog_bar=key == "train/loss", on_step=True, on_epoch=True, batch_size=images.shape[0])
+                self.log(
+                    key,
+                    loss.detach(),
+                    prog_bar=key == "train/loss",
+                    on_step=True,
+                    on_epoch=True,
+                    batch_size=images.shape[0],
+                )
 
     def on_train_epoch_end(self) -> None:
         # Manual optimization leaves the epoch-interval schedulers to the module.

@@ -53,8 +53,15 @@ class KDMethod(StudentMethod):
                 f"method.temperature must be > 0 and method.alpha in [0, 1], got {temperature} and {alpha}."
             )
         super().__init__(
-            teacher, architecture, num_classes, input_size, bottleneck_channels, optimizer, scheduler,
-            temperature=temperature, alpha=alpha,
+            teacher,
+            architecture,
+            num_classes,
+            input_size,
+            bottleneck_channels,
+            optimizer,
+            scheduler,
+            temperature=temperature,
+            alpha=alpha,
         )
         self.teacher = teacher
         self.freeze(self.teacher)

@@ -14,7 +14,9 @@ from hnd_lightning.models.artifacts import save_split_artifacts, split_metadata
 from hnd_lightning.models.quantization import model_payload
 
 
-def export_student(method: SplitComputingMethod, student: SplitModel, directory: Path, data_info: dict[str, Any]) -> list[Path]:
+def export_student(
+    method: SplitComputingMethod, student: SplitModel, directory: Path, data_info: dict[str, Any]
+) -> list[Path]:
     """A student's head.safetensors, tail.safetensors and split.json (`models.artifacts`) in `directory`."""
     payload = model_payload(student, method.hparams.input_size)
     metadata = split_metadata(

@@ -6,8 +6,8 @@ means adding one record (see README, "Adding an architecture").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -79,8 +79,18 @@ class Architecture:
 _DENSENET_STAGES = tuple(
     f"features.{name}"
     for name in (
-        "conv0", "norm0", "relu0", "pool0", "denseblock1", "transition1", "denseblock2",
-        "transition2", "denseblock3", "transition3", "denseblock4", "norm5",
+        "conv0",
+        "norm0",
+        "relu0",
+        "pool0",
+        "denseblock1",
+        "transition1",
+        "denseblock2",
+        "transition2",
+        "denseblock3",
+        "transition3",
+        "denseblock4",
+        "norm5",
     )
 ) + ("classifier",)
 
@@ -131,10 +141,27 @@ ARCHITECTURES: dict[str, Architecture] = {
         name="inception_v3",
         builder=tv_models.inception_v3,
         stages=(
-            "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
-            "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
-            "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "avgpool",
-            "dropout", "fc",
+            "Conv2d_1a_3x3",
+            "Conv2d_2a_3x3",
+            "Conv2d_2b_3x3",
+            "maxpool1",
+            "Conv2d_3b_1x1",
+            "Conv2d_4a_3x3",
+            "maxpool2",
+            "Mixed_5b",
+            "Mixed_5c",
+            "Mixed_5d",
+            "Mixed_6a",
+            "Mixed_6b",
+            "Mixed_6c",
+            "Mixed_6d",
+            "Mixed_6e",
+            "Mixed_7a",
+            "Mixed_7b",
+            "Mixed_7c",
+            "avgpool",
+            "dropout",
+            "fc",
         ),
         split_module="maxpool2",
         split_channels=192,

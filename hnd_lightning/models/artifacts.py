@@ -47,7 +47,9 @@ TEACHER_JSON = "teacher.json"
 
 
 def _save_state_dict(module: nn.Module, path: Path) -> Path:
-    return save_safetensors({key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}, path)
+    return save_safetensors(
+        {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}, path
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -79,7 +81,12 @@ def split_metadata(
         "bottleneck_channels": bottleneck_channels,
         "num_classes": num_classes,
         "classes": classes,
-        "input": {"shape": [3, input_size, input_size], "resize_size": resize_size, "dtype": "float32", **normalization},
+        "input": {
+            "shape": [3, input_size, input_size],
+            "resize_size": resize_size,
+            "dtype": "float32",
+            **normalization,
+        },
         # The tensor sent from the device to the server: the encoder output.
         "bottleneck_tensor": {"shape": list(bottleneck_shape), "dtype": "float32"},
         # The decoder restores the teacher's tensor at this module, which the tail consumes.
@@ -128,7 +135,9 @@ class SplitArtifacts:
 
 
 def _build_parts(spec: Architecture, bottleneck_channels: int, num_classes: int) -> tuple[nn.Sequential, nn.Module]:
-    head = SplitModel(build_encoder(spec, bottleneck_channels), build_decoder(spec, bottleneck_channels), nn.Identity()).head
+    head = SplitModel(
+        build_encoder(spec, bottleneck_channels), build_decoder(spec, bottleneck_channels), nn.Identity()
+    ).head
     _, tail = split_teacher(build_teacher(spec.name, num_classes, weights=None), spec.name)
     return head, tail
 

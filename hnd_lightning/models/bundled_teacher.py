@@ -70,11 +70,16 @@ def load_bundled_state_dict(
     record = bundled_record(record_file)
     check_setting(architecture, num_classes, input_size, record)
     if not weights_file.is_file():
-        raise BundledTeacherError(f"The bundled teacher's weights {str(weights_file)!r} are missing; reinstall the package.")
+        raise BundledTeacherError(
+            f"The bundled teacher's weights {str(weights_file)!r} are missing; reinstall the package."
+        )
     actual = sha256_of(weights_file)
     if actual != record["sha256"]:
         raise BundledTeacherError(
             f"The bundled teacher's weights {str(weights_file)!r} are corrupt or were replaced: sha256 {actual} "
             f"but its record {record_file.name} says {record['sha256']}. Reinstall the package."
         )
-    return {key: value.float() if value.is_floating_point() else value for key, value in load_file(str(weights_file)).items()}
+    return {
+        key: value.float() if value.is_floating_point() else value
+        for key, value in load_file(str(weights_file)).items()
+    }

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, NoReturn
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -77,7 +78,11 @@ def _string(metadata: Mapping[str, Any], field: str, path: Path, allowed: tuple[
 
 def _shape(metadata: Mapping[str, Any], field: str, path: Path) -> list[int]:
     value = _get(metadata, field, path)
-    if not isinstance(value, list) or len(value) != 3 or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+    if (
+        not isinstance(value, list)
+        or len(value) != 3
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
+    ):
         _fail(path, field, f"must be a list of three integers (channels, height, width), got {_describe(value)}")
     return value
 
@@ -115,12 +120,16 @@ def check_split_metadata(metadata: Mapping[str, Any], path: Path) -> None:
     num_classes = _integer(metadata, "num_classes", path, 1, MAX_NUM_CLASSES)
     classes = metadata.get("classes")
     if classes is not None and (
-        not isinstance(classes, list) or len(classes) != num_classes or not all(isinstance(name, str) for name in classes)
+        not isinstance(classes, list)
+        or len(classes) != num_classes
+        or not all(isinstance(name, str) for name in classes)
     ):
         _fail(path, "classes", f"must be null or a list of num_classes={num_classes} strings, got {_describe(classes)}")
     channels, height, width = _shape(metadata, "input.shape", path)
     if channels != 3 or height != width or not 1 <= height <= MAX_INPUT_SIZE:
-        _fail(path, "input.shape", f"must be [3, S, S] with 1 <= S <= {MAX_INPUT_SIZE}, got {[channels, height, width]}")
+        _fail(
+            path, "input.shape", f"must be [3, S, S] with 1 <= S <= {MAX_INPUT_SIZE}, got {[channels, height, width]}"
+        )
     resize_size = _get(metadata, "input", path).get("resize_size")
     if resize_size is not None:
         _integer(metadata, "input.resize_size", path, 1, MAX_RESIZE_SIZE)
@@ -128,11 +137,22 @@ def check_split_metadata(metadata: Mapping[str, Any], path: Path) -> None:
         values = _get(metadata, "input", path).get(key)
         if values in (None, []):
             continue
-        if not isinstance(values, list) or len(values) != 3 or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (key == "mean" or v > 0)
-            for v in values
+        if (
+            not isinstance(values, list)
+            or len(values) != 3
+            or not all(
+                isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+                and (key == "mean" or v > 0)
+                for v in values
+            )
         ):
-            _fail(path, f"input.{key}", f"must be three finite numbers{' > 0' if key == 'std' else ''}, got {_describe(values)}")
+            _fail(
+                path,
+                f"input.{key}",
+                f"must be three finite numbers{' > 0' if key == 'std' else ''}, got {_describe(values)}",
+            )
     for field in ("input.dtype", "bottleneck_tensor.dtype", "split_tensor.dtype"):
         _string(metadata, field, path, ("float32",))
     _shape(metadata, "bottleneck_tensor.shape", path)
@@ -165,7 +185,11 @@ def check_digest(file: Path, metadata: Mapping[str, Any], role: str, path: Path)
     """When `split.json` records `sha256.<role>`, the file must match it (else it was changed or torn)."""
     expected = (metadata.get("sha256") or {}).get(role)
     if expected is not None and sha256_of(file) != expected:
-        _fail(path, f"sha256.{role}", f"does not match {file.name} (the file was changed, damaged or is from another export)")
+        _fail(
+            path,
+            f"sha256.{role}",
+            f"does not match {file.name} (the file was changed, damaged or is from another export)",
+        )
 
 
 def safetensors_shapes(file: Path) -> dict[str, list[int]]:
@@ -176,7 +200,9 @@ def safetensors_shapes(file: Path) -> dict[str, list[int]]:
         with safe_open(str(file), framework="pt") as handle:
             return {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}
     except Exception as error:  # the Rust reader raises its own error type for every kind of damage
-        raise ArtifactError(f"{file}: not a readable safetensors file ({error}); it is damaged or cut short. {FIX}") from None
+        raise ArtifactError(
+            f"{file}: not a readable safetensors file ({error}); it is damaged or cut short. {FIX}"
+        ) from None
 
 
 def read_safetensors(file: Path, device: str) -> dict[str, torch.Tensor]:
@@ -185,10 +211,14 @@ def read_safetensors(file: Path, device: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(file), device=device)
     except Exception as error:
-        raise ArtifactError(f"{file}: not a readable safetensors file ({error}); it is damaged or cut short. {FIX}") from None
+        raise ArtifactError(
+            f"{file}: not a readable safetensors file ({error}); it is damaged or cut short. {FIX}"
+        ) from None
 
 
-def check_tensors(file: Path, module: nn.Module, metadata: Mapping[str, Any], fields: tuple[str, ...], path: Path) -> None:
+def check_tensors(
+    file: Path, module: nn.Module, metadata: Mapping[str, Any], fields: tuple[str, ...], path: Path
+) -> None:
     """The tensors in `file` must be exactly `module`'s state (names and shapes), which `fields` of `path` describe."""
     found = safetensors_shapes(file)
     expected = {key: list(value.shape) for key, value in module.state_dict().items()}
@@ -200,7 +230,9 @@ def check_tensors(file: Path, module: nn.Module, metadata: Mapping[str, Any], fi
         )
     for key, shape in expected.items():
         if found[key] != shape:
-            raise ArtifactError(f"{file}: tensor {key!r} has shape {found[key]}, but {described} ask for {shape}. {FIX}")
+            raise ArtifactError(
+                f"{file}: tensor {key!r} has shape {found[key]}, but {described} ask for {shape}. {FIX}"
+            )
 
 
 @torch.no_grad()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -168,7 +168,8 @@ def build_teacher(
             setattr(teacher, _classifier_name(spec), nn.Linear(old.in_features, num_classes))
             log.warning(
                 "ImageNet teacher for %d classes: the classifier is newly initialized; fine-tune the "
-                "teacher with `method=original` before distilling.", num_classes,
+                "teacher with `method=original` before distilling.",
+                num_classes,
             )
     return teacher.eval()
 

@@ -6,8 +6,9 @@ bytes) and draws one PNG through `reporting.plots.figure`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from hnd_lightning.reporting.plots import figure
 
@@ -48,7 +49,9 @@ def quickstart_figure(path: str | Path, teacher: Mapping[str, Any], students: Se
     return Path(path)
 
 
-def compare_figure(path: str | Path, curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], teacher_acc1: float | None) -> Path:
+def compare_figure(
+    path: str | Path, curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], teacher_acc1: float | None
+) -> Path:
     """Test top-1 against training wall time, one line per method (mean over seeds at each epoch, the
     spread of the seeds as a band), one point per epoch; the teacher as a horizontal line."""
     import numpy as np
@@ -90,7 +93,13 @@ def bottlenecks_figure(
             if points:
                 axes.plot(*zip(*points), style, color="tab:blue", label=label)
                 for (size, acc), row in zip(points, students):
-                    axes.annotate(f"B={row['bottleneck_channels']}", (size, acc), textcoords="offset points", xytext=(4, -10), fontsize=7)
+                    axes.annotate(
+                        f"B={row['bottleneck_channels']}",
+                        (size, acc),
+                        textcoords="offset points",
+                        xytext=(4, -10),
+                        fontsize=7,
+                    )
         if teacher_acc1 is not None:
             axes.axhline(100 * teacher_acc1, color="black", linestyle="--", label="teacher (whole image on one side)")
         axes.axvline(input_bytes, color="gray", linestyle=":", label=f"input image, uint8 ({input_bytes:,} B)")

@@ -1,16 +1,17 @@
 """Plot helpers: PNG figures drawn off-screen (matplotlib's Agg backend) and written atomically.
 
-    with figure(path, size=(6.4, 4.2)) as axes:      # one Axes; saved to `path` and closed on exit
-        axes.plot(x, y)
-    line_plot(path, x, {"all on device": [...], "HND split": [...]}, xlabel=..., ylabel=..., log_x=True)
+with figure(path, size=(6.4, 4.2)) as axes:      # one Axes; saved to `path` and closed on exit
+    axes.plot(x, y)
+line_plot(path, x, {"all on device": [...], "HND split": [...]}, xlabel=..., ylabel=..., log_x=True)
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from hnd_lightning.files import atomic_write
 

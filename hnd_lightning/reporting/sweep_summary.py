@@ -1,14 +1,15 @@
 """The files of a sweep summary: summary.csv, summary.md (the shared table writer) and summary.png.
 
-    summary.csv   one row per evaluated model of every job (`runs.sweep_rows`), raw values
-    summary.md    the same table in markdown, accuracies in %
-    summary.png   test top-1 against payload bytes per image, one line per model + method
+summary.csv   one row per evaluated model of every job (`runs.sweep_rows`), raw values
+summary.md    the same table in markdown, accuracies in %
+summary.png   test top-1 against payload bytes per image, one line per model + method
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hnd_lightning.reporting.plots import figure
 from hnd_lightning.reporting.tables import Column, percent, write_table_files
@@ -40,8 +41,14 @@ def _column(key: str) -> Column:
 def write_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], sweep_dir: Path) -> tuple[Path, Path]:
     """Write `summary.csv` (raw values of `columns`) and `summary.md` (accuracies in %) into `sweep_dir`."""
     paths = write_table_files(
-        sweep_dir, SUMMARY_NAME, rows, [_column(key) for key in columns],
-        title=f"Sweep summary: {sweep_dir}", intro=INTRO, csv_keys=columns, formats=("md", "csv"),
+        sweep_dir,
+        SUMMARY_NAME,
+        rows,
+        [_column(key) for key in columns],
+        title=f"Sweep summary: {sweep_dir}",
+        intro=INTRO,
+        csv_keys=columns,
+        formats=("md", "csv"),
     )
     return paths["csv"], paths["md"]
 
@@ -85,11 +92,18 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     return Path(path)
 
 
-def write_summary_files(rows: Sequence[dict[str, Any]], columns: Sequence[str], sweep_dir: str | Path) -> dict[str, Any]:
+def write_summary_files(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], sweep_dir: str | Path
+) -> dict[str, Any]:
     """Write summary.csv, summary.md and summary.png into `sweep_dir`.
 
     Returns {"rows": rows, "csv": Path, "markdown": Path, "plot": Path}.
     """
     sweep_dir = Path(sweep_dir)
     csv_path, md_path = write_table(rows, columns, sweep_dir)
-    return {"rows": list(rows), "csv": csv_path, "markdown": md_path, "plot": plot_tradeoff(rows, sweep_dir / SUMMARY_PNG)}
+    return {
+        "rows": list(rows),
+        "csv": csv_path,
+        "markdown": md_path,
+        "plot": plot_tradeoff(rows, sweep_dir / SUMMARY_PNG),
+    }

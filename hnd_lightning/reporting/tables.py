@@ -36,9 +36,10 @@ import csv
 import io
 import json
 import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from hnd_lightning.files import atomic_write_text, strict_json, write_json
 
@@ -64,7 +65,9 @@ class Column:
 
     def __post_init__(self) -> None:
         if self.align is not None and self.align not in ALIGNMENTS:
-            raise ValueError(f"Column {self.key!r}: align={self.align!r} is not one of {ALIGNMENTS} (or None for automatic).")
+            raise ValueError(
+                f"Column {self.key!r}: align={self.align!r} is not one of {ALIGNMENTS} (or None for automatic)."
+            )
 
     @property
     def title(self) -> str:
@@ -143,7 +146,10 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column |
         "| " + " | ".join(_pad(header, width, align) for header, width, align in zip(headers, widths, aligns)) + " |",
         "| " + " | ".join(_rule(width, align) for width, align in zip(widths, aligns)) + " |",
     ]
-    lines += ["| " + " | ".join(_pad(cell, width, align) for cell, width, align in zip(line, widths, aligns)) + " |" for line in cells]
+    lines += [
+        "| " + " | ".join(_pad(cell, width, align) for cell, width, align in zip(line, widths, aligns)) + " |"
+        for line in cells
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 from hydra.utils import instantiate
@@ -59,14 +60,17 @@ def check_classes(trained: Sequence[str] | None, found: Sequence[str] | None, al
     which only logs the difference. Nothing to compare (either list unknown) logs a warning.
     """
     if not trained or not found:
-        log.warning("Cannot check the labels: %s records no class names", "split.json" if not trained else "the dataset")
+        log.warning(
+            "Cannot check the labels: %s records no class names", "split.json" if not trained else "the dataset"
+        )
         return
     trained, found = list(trained), list(found)
     if trained == found:
         return
     differing = [index for index, (a, b) in enumerate(zip(trained, found)) if a != b]
     where = (
-        f"{len(trained)} classes in training, {len(found)} here" if len(trained) != len(found)
+        f"{len(trained)} classes in training, {len(found)} here"
+        if len(trained) != len(found)
         else f"{len(differing)} of {len(trained)} labels differ, first at label {differing[0]}: "
         f"{trained[differing[0]]!r} in training, {found[differing[0]]!r} here"
     )
@@ -76,8 +80,10 @@ def check_classes(trained: Sequence[str] | None, found: Sequence[str] | None, al
         f"  dataset classes:    {_listed(found)}\n"
     )
     if not allow_relabelled:
-        raise ValueError(message + "Point data.root at the run's dataset, or pass allow_relabelled=true if these "
-                         "folders are the same classes renamed, in the same label order.")
+        raise ValueError(
+            message + "Point data.root at the run's dataset, or pass allow_relabelled=true if these "
+            "folders are the same classes renamed, in the same label order."
+        )
     log.warning("%sallow_relabelled=true: evaluating anyway, label i of the model taken as class folder i.", message)
 
 
@@ -111,7 +117,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "split": cfg.split,
         "images": images,
         # named after the split evaluated: test/acc1, test_q8/acc1, or val/acc1, val_q8/acc1
-        "metrics": {cfg.split + key[len("test"):]: value for key, value in tested.items()},
+        "metrics": {cfg.split + key[len("test") :]: value for key, value in tested.items()},
         "payload_bytes_per_image": {fmt: payload_bytes(elements)[fmt] for fmt in LINK_FORMATS},
     }
     if trainer.is_global_zero:

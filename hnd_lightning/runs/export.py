@@ -34,7 +34,9 @@ def data_info(datamodule: pl.LightningDataModule) -> dict[str, Any]:
     }
 
 
-def export_artifacts(method: SplitComputingMethod, datamodule: pl.LightningDataModule, directory: str | Path) -> list[Path]:
+def export_artifacts(
+    method: SplitComputingMethod, datamodule: pl.LightningDataModule, directory: str | Path
+) -> list[Path]:
     """Write `method`'s models with their current weights into `directory`; return the files written."""
     written = method.export_artifacts(Path(directory), data_info(datamodule))
     log.info("Artifacts written: %s", ", ".join(str(path) for path in written))

@@ -19,8 +19,9 @@ run directory:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -76,7 +77,8 @@ def run_student(stage_cfg: DictConfig, teacher: Teacher, seed: int, epoch_curve:
         stage_cfg.model.teacher.checkpoint = teacher.model_teacher["checkpoint"]
         if epoch_curve:
             stage_cfg.callbacks.epoch_test_curve = {
-                "_target_": "hnd_lightning.callbacks.EpochTestCurve", "dirpath": stage_cfg.paths.output_dir,
+                "_target_": "hnd_lightning.callbacks.EpochTestCurve",
+                "dirpath": stage_cfg.paths.output_dir,
             }
     results = train(stage_cfg)
     results["teacher"] = teacher.identity
@@ -111,7 +113,12 @@ def run_pipeline(cfg: DictConfig, overrides: Sequence[str]) -> list[dict[str, An
     notes = pipeline_rows.notes(rows, curves)
     write_json(run_dir / f"{spec.name}_runs.json", runs)
     paths = write_table_files(
-        run_dir, spec.name, rows, pipeline_rows.columns(rows), title=f"{spec.name} results", notes=notes,
+        run_dir,
+        spec.name,
+        rows,
+        pipeline_rows.columns(rows),
+        title=f"{spec.name} results",
+        notes=notes,
     )
     draw_figure(spec, run_dir, rows, curves, stage_cfg.data if stage_cfg is not None else None)
     print(f"\n{spec.name} results ({run_dir}):\n\n{paths['md'].read_text()}")
@@ -123,7 +130,10 @@ def measure_split(spec: DictConfig, artifacts: Path, test_images: Path, run_dir:
     from hnd_lightning.runtime.loopback import measure_split_over_loopback
 
     measured = measure_split_over_loopback(
-        artifacts, test_images, num_images=spec.split_inference.num_images, protocol=spec.split_inference.protocol,
+        artifacts,
+        test_images,
+        num_images=spec.split_inference.num_images,
+        protocol=spec.split_inference.protocol,
     )
     write_json(run_dir / "split_inference.json", measured)
     return pipeline_rows.split_inference_columns(measured)

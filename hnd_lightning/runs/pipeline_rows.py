@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hnd_lightning.reporting.tables import Column, percent
 
@@ -116,14 +117,20 @@ def notes(rows: Sequence[dict[str, Any]], curves: dict[str, list[list[dict[str, 
         if teacher.get("test_acc1") is not None and row.get("test_acc1") is not None:
             gap = 100 * (row["test_acc1"] - teacher["test_acc1"])
             seeds = f" (mean of {len(row['seeds'])} seeds)" if len(row.get("seeds", [])) > 1 else ""
-            lines.append(f"- {row['stage']}: {abs(gap):.2f} points top-1 {'above' if gap > 0 else 'below'} the teacher{seeds}")
+            lines.append(
+                f"- {row['stage']}: {abs(gap):.2f} points top-1 {'above' if gap > 0 else 'below'} the teacher{seeds}"
+            )
         if row.get("test_q8_acc1") is not None and row.get("test_acc1") is not None:
-            lines.append(f"- {row['stage']}: the 8-bit link changes top-1 by {100 * (row['test_q8_acc1'] - row['test_acc1']):+.2f} points")
+            lines.append(
+                f"- {row['stage']}: the 8-bit link changes top-1 by {100 * (row['test_q8_acc1'] - row['test_acc1']):+.2f} points"
+            )
     if curves:
         budget = min(statistics.fmean(run[-1]["train_seconds"] for run in runs) for runs in curves.values())
         for method, runs in curves.items():
             at_budget = statistics.fmean(accuracy_at(run, budget) for run in runs)
-            lines.append(f"- at equal training time ({budget:.0f} s): {method} {100 * at_budget:.2f} % test top-1 (mean over seeds, last epoch finished by then)")
+            lines.append(
+                f"- at equal training time ({budget:.0f} s): {method} {100 * at_budget:.2f} % test top-1 (mean over seeds, last epoch finished by then)"
+            )
     return lines
 
 
@@ -153,5 +160,7 @@ def mean_jpeg_bytes(data_cfg: Any, num_images: int = 64, quality: int = 90) -> f
     from hnd_lightning.analysis.payload import jpeg_bytes, real_images
 
     data = OmegaConf.to_container(data_cfg, resolve=True)
-    images, _ = real_images(OmegaConf.create({"data": data, "payload": {"num_images": num_images}}), data["input_size"], data["resize_size"])
+    images, _ = real_images(
+        OmegaConf.create({"data": data, "payload": {"num_images": num_images}}), data["input_size"], data["resize_size"]
+    )
     return statistics.fmean(jpeg_bytes(image, quality) for image in images)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -55,7 +56,10 @@ def recovery_callback(trainer: pl.Trainer) -> RecoveryCheckpoint | None:
 
 def latest_checkpoint(cfg: DictConfig, trainer: pl.Trainer) -> Path | None:
     """The newest of the run directory's `checkpoints/last.ckpt` and `hpc_ckpt_*.ckpt`, or None."""
-    candidates = [checkpoint_folder(cfg, trainer) / LAST_CHECKPOINT, *Path(trainer.default_root_dir).glob(HPC_CHECKPOINT_GLOB)]
+    candidates = [
+        checkpoint_folder(cfg, trainer) / LAST_CHECKPOINT,
+        *Path(trainer.default_root_dir).glob(HPC_CHECKPOINT_GLOB),
+    ]
     existing = [path for path in candidates if path.is_file()]
     return max(existing, key=lambda path: path.stat().st_mtime) if existing else None
 
@@ -71,7 +75,9 @@ def prepare_resume(cfg: DictConfig, method: pl.LightningModule, trainer: pl.Trai
         recovery.run_settings = settings
     mode = str(cfg.get("resume", "auto"))
     if mode not in RESUME_MODES:
-        raise ValueError(f"resume={mode!r} is not one of {', '.join(RESUME_MODES)} (auto: continue this run directory's last checkpoint).")
+        raise ValueError(
+            f"resume={mode!r} is not one of {', '.join(RESUME_MODES)} (auto: continue this run directory's last checkpoint)."
+        )
     explicit = cfg.get("ckpt_path")
     path = Path(explicit) if explicit else (latest_checkpoint(cfg, trainer) if mode == "auto" else None)
     if path is None:
@@ -135,8 +141,11 @@ def refuse_empty_training(trainer: pl.Trainer) -> None:
     """
     if trainer.fast_dev_run:
         return
-    empty = {"trainer.max_epochs": trainer.max_epochs, "trainer.max_steps": trainer.max_steps,
-             "trainer.limit_train_batches": trainer.limit_train_batches}
+    empty = {
+        "trainer.max_epochs": trainer.max_epochs,
+        "trainer.max_steps": trainer.max_steps,
+        "trainer.limit_train_batches": trainer.limit_train_batches,
+    }
     zero = [f"{key}={value}" for key, value in empty.items() if value == 0]
     if zero:
         raise ValueError(

@@ -96,7 +96,9 @@ def write_summary(sweep_dir: str | Path) -> dict[str, Any]:
     """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"Sweep directory {str(sweep_dir)!r} does not exist: pass the folder given by hydra.sweep.dir.")
+        raise FileNotFoundError(
+            f"Sweep directory {str(sweep_dir)!r} does not exist: pass the folder given by hydra.sweep.dir."
+        )
     rows, columns = collect_rows(sweep_dir)
     return write_summary_files(rows, columns, sweep_dir)
 
@@ -120,8 +122,16 @@ class SweepSummary(Callback):
         log.info("\n%s", summary["markdown"].read_text())
         failed = unfinished(summary["rows"])
         if failed:
-            log.error("%d of %d rows did not finish: %s", len(failed), len(summary["rows"]), ", ".join(r["job"] for r in failed))
-            log.error("Re-run only those with the same command plus hydra.sweep.dir=%s skip_completed=true", config.hydra.sweep.dir)
+            log.error(
+                "%d of %d rows did not finish: %s",
+                len(failed),
+                len(summary["rows"]),
+                ", ".join(r["job"] for r in failed),
+            )
+            log.error(
+                "Re-run only those with the same command plus hydra.sweep.dir=%s skip_completed=true",
+                config.hydra.sweep.dir,
+            )
             if self.fail_on_error:
                 # SystemExit passes through Hydra's callback guard (which only warns on exceptions).
                 raise SystemExit(1)

@@ -75,13 +75,17 @@ def unstarted_job_rows(sweep_dir: str | Path, job_dirs: list[Path], columns: lis
         model = sweep_config.get("model") or {}
         choices = ((sweep_config.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
         channels = values.get("model.bottleneck_channels")
-        rows.append({
-            **{column: None for column in columns},
-            "job": f"{number} (not started)",
-            "model": values.get("model", model.get("architecture")),
-            "method": values.get("method", choices.get("method")),
-            "bottleneck_channels": yaml.safe_load(channels) if channels is not None else model.get("bottleneck_channels"),
-            "status": STATUS_MISSING,
-            "error": "never started (the sweep stopped before it): " + " ".join(job),
-        })
+        rows.append(
+            {
+                **{column: None for column in columns},
+                "job": f"{number} (not started)",
+                "model": values.get("model", model.get("architecture")),
+                "method": values.get("method", choices.get("method")),
+                "bottleneck_channels": yaml.safe_load(channels)
+                if channels is not None
+                else model.get("bottleneck_channels"),
+                "status": STATUS_MISSING,
+                "error": "never started (the sweep stopped before it): " + " ".join(job),
+            }
+        )
     return rows

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -93,7 +94,9 @@ def _run_level_row(results: dict[str, Any]) -> dict[str, Any]:
     payload = results.get("payload")
     if payload is None:
         try:  # a failed job's payload still places it on the trade-off
-            payload = bottleneck_payload(results["architecture"], results.get("bottleneck_channels"), results["input_size"])
+            payload = bottleneck_payload(
+                results["architecture"], results.get("bottleneck_channels"), results["input_size"]
+            )
         except Exception:  # noqa: BLE001 - an unknown architecture or size leaves the cells empty
             payload = None
     row = {
@@ -137,7 +140,10 @@ def read_job(job_dir: Path, sweep_dir: Path) -> list[dict[str, Any]]:
     if not isinstance(models, dict) or not models:
         return [{"job": job, **common, **_run_level_row(results)}]
     several = len(models) > 1
-    return [{"job": f"{job}/{name}" if several else job, **common, **_model_row(summary)} for name, summary in models.items()]
+    return [
+        {"job": f"{job}/{name}" if several else job, **common, **_model_row(summary)}
+        for name, summary in models.items()
+    ]
 
 
 def collect_rows(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:

@@ -29,7 +29,13 @@ from hnd_lightning.methods import SplitComputingMethod, count_parameters
 from hnd_lightning.models import build_teacher
 from hnd_lightning.runs import resume
 from hnd_lightning.runs.export import ARTIFACTS_DIR, export_artifacts
-from hnd_lightning.runs.record import RESULTS_FILE, RunInterrupted, interrupted_results, interruption_reason, write_results
+from hnd_lightning.runs.record import (
+    RESULTS_FILE,
+    RunInterrupted,
+    interrupted_results,
+    interruption_reason,
+    write_results,
+)
 from hnd_lightning.runs.sweep import log_sweep_hparams, refuse_ddp_subprocesses_in_multirun
 
 log = logging.getLogger(__name__)
@@ -64,7 +70,9 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    return {key: float(value) for key, value in metrics.items() if torch.is_tensor(value) or isinstance(value, (int, float))}
+    return {
+        key: float(value) for key, value in metrics.items() if torch.is_tensor(value) or isinstance(value, (int, float))
+    }
 
 
 def setup_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, SplitComputingMethod, pl.Trainer]:
@@ -150,7 +158,9 @@ def fit_and_test(
             # The weights tested are the same (the method keeps every model's best), but the file is not.
             log.warning(
                 "Best checkpoint %s not found on rank %d (run directories must be on a filesystem shared by "
-                "all nodes); testing the best weights kept in memory", best_path, trainer.global_rank,
+                "all nodes); testing the best weights kept in memory",
+                best_path,
+                trainer.global_rank,
             )
         method.test_quantized = bool(cfg.get("test_quantized"))
         trainer.test(method, datamodule=datamodule, ckpt_path=tested)

@@ -43,7 +43,9 @@ class _Pending:
 class DynamicBatcher:
     """Queue + batch former + compute thread of one model. Create and use inside a running event loop."""
 
-    def __init__(self, model: ServedModel, max_batch_size: int, max_delay_ms: float, max_queue: int, metrics: Any = None) -> None:
+    def __init__(
+        self, model: ServedModel, max_batch_size: int, max_delay_ms: float, max_queue: int, metrics: Any = None
+    ) -> None:
         if max_batch_size < 1 or max_queue < 1 or max_delay_ms < 0:
             raise ValueError(
                 f"batching needs max_batch_size >= 1, max_queue >= 1 and max_delay_ms >= 0; got "
@@ -70,9 +72,14 @@ class DynamicBatcher:
     async def submit(self, inputs: dict[str, np.ndarray], rows: int) -> BatchResult:
         """Queue one request of `rows` rows; return its outputs once its batch has run."""
         if rows > self.max_batch_size:
-            raise InferenceError(f"a request of {rows} rows exceeds max_batch_size {self.max_batch_size} of model '{self.model.name}'")
+            raise InferenceError(
+                f"a request of {rows} rows exceeds max_batch_size {self.max_batch_size} of model '{self.model.name}'"
+            )
         if len(self._queue) >= self.max_queue:
-            raise InferenceError(f"model '{self.model.name}' has {len(self._queue)} requests waiting (max_queue); try again later", "unavailable")
+            raise InferenceError(
+                f"model '{self.model.name}' has {len(self._queue)} requests waiting (max_queue); try again later",
+                "unavailable",
+            )
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(inputs, rows, time.perf_counter(), future))
         self._arrival.set()
@@ -129,12 +136,18 @@ class DynamicBatcher:
             except Exception as error:  # a failing model answers this batch with 500, the next batch runs
                 for pending in batch:
                     if not pending.future.done():
-                        pending.future.set_exception(InferenceError(f"model '{self.model.name}' failed: {type(error).__name__}: {error}", "internal"))
+                        pending.future.set_exception(
+                            InferenceError(
+                                f"model '{self.model.name}' failed: {type(error).__name__}: {error}", "internal"
+                            )
+                        )
                 continue
             finally:
                 self._busy = False
             if self.metrics is not None:
-                self.metrics.observe_batch(self.model.name, rows, [started - p.arrived for p in batch], compute_ms / 1000)
+                self.metrics.observe_batch(
+                    self.model.name, rows, [started - p.arrived for p in batch], compute_ms / 1000
+                )
             offset = 0
             for pending in batch:
                 result = {name: array[offset : offset + pending.rows] for name, array in outputs.items()}

@@ -71,7 +71,9 @@ class SplitClient:
         """The server's model for this split and the shapes its inputs declare (Triton declares `scale` as
         [-1, 1] where this project's server says [-1]; the payload is shaped to what the server declares)."""
         channels, height, width = self.metadata["bottleneck_tensor"]["shape"]
-        candidates = [requested] if requested else [SERVER_MODEL, f"{SERVER_MODEL}_b{self.metadata['bottleneck_channels']}"]
+        candidates = (
+            [requested] if requested else [SERVER_MODEL, f"{SERVER_MODEL}_b{self.metadata['bottleneck_channels']}"]
+        )
         seen = {}
         for name in candidates:
             description = self.transport.metadata(name)
@@ -79,7 +81,10 @@ class SplitClient:
                 continue
             shapes = {tensor["name"]: tensor["shape"] for tensor in description["inputs"]}
             seen[name] = shapes
-            if shapes.get("bottleneck", [])[1:] == [channels, height, width] and {"scale", "zero_point"} <= shapes.keys():
+            if (
+                shapes.get("bottleneck", [])[1:] == [channels, height, width]
+                and {"scale", "zero_point"} <= shapes.keys()
+            ):
                 return name, shapes
         raise ValueError(
             f"The server has no model for this split (bottleneck {[channels, height, width]} uint8): tried {candidates}, "
@@ -134,11 +139,15 @@ class SplitClient:
 
     def device_only(self, image: PreparedImage) -> dict[str, Any]:
         if self.teacher is None:
-            raise ValueError("device_only runs the whole teacher on the device: pass teacher=PATH, teacher=run or teacher=random.")
+            raise ValueError(
+                "device_only runs the whole teacher on the device: pass teacher=PATH, teacher=run or teacher=random."
+            )
         started = time.perf_counter()
         logits = self.teacher(image.array)
         device_ms = 1000 * (time.perf_counter() - started)
-        zeros = dict.fromkeys(("bytes_sent", "bytes_received", "round_trip_ms", "server_queue_ms", "server_compute_ms", "transfer_ms"), 0)
+        zeros = dict.fromkeys(
+            ("bytes_sent", "bytes_received", "round_trip_ms", "server_queue_ms", "server_compute_ms", "transfer_ms"), 0
+        )
         return {"device_ms": device_ms, **zeros, "end_to_end_ms": device_ms, "logits": logits}
 
     def run(self, strategy: str, image: PreparedImage) -> dict[str, Any]:

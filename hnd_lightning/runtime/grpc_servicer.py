@@ -37,7 +37,9 @@ def wire_tensors(request: service_pb2.ModelInferRequest) -> list[WireTensor]:
     """The request's inputs with their raw bytes (or typed contents) attached, unchecked."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
-        raise InferenceError(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; send one per input, in order")
+        raise InferenceError(
+            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; send one per input, in order"
+        )
     tensors = []
     for index, tensor in enumerate(request.inputs):
         if raw:

@@ -32,7 +32,9 @@ class LabeledImage:
     label: int | None
 
 
-def list_images(folder: str | Path, num_images: int | None = None, classes: list[str] | None = None) -> list[LabeledImage]:
+def list_images(
+    folder: str | Path, num_images: int | None = None, classes: list[str] | None = None
+) -> list[LabeledImage]:
     """Images of an ImageFolder split (`folder/<class>/*.jpg`, labelled) or of a flat folder (unlabelled).
 
     Labels index `classes` (the run's class names from `split.json`) when given, else the sorted
@@ -40,16 +42,22 @@ def list_images(folder: str | Path, num_images: int | None = None, classes: list
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"images={str(folder)!r} is not a folder: pass an ImageFolder split (e.g. <root>/val) or a folder of JPEGs.")
+        raise FileNotFoundError(
+            f"images={str(folder)!r} is not a folder: pass an ImageFolder split (e.g. <root>/val) or a folder of JPEGs."
+        )
     class_dirs = sorted(entry for entry in folder.iterdir() if entry.is_dir())
     images: list[LabeledImage] = []
     if class_dirs:
         names = classes or [entry.name for entry in class_dirs]
         for entry in class_dirs:
             label = names.index(entry.name) if entry.name in names else None
-            images += [LabeledImage(path, label) for path in sorted(entry.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
+            images += [
+                LabeledImage(path, label) for path in sorted(entry.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES
+            ]
     else:
-        images = [LabeledImage(path, None) for path in sorted(folder.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
+        images = [
+            LabeledImage(path, None) for path in sorted(folder.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES
+        ]
     if not images:
         raise FileNotFoundError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r} or its class folders.")
     if num_images:
@@ -91,8 +99,12 @@ def decode_jpeg(data: bytes, metadata: dict[str, Any], name: str = "image") -> n
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.width * image.height > MAX_DECODED_PIXELS:
-                raise InferenceError(f"input '{name}': image of {image.width} x {image.height} pixels exceeds {MAX_DECODED_PIXELS:,}")
+                raise InferenceError(
+                    f"input '{name}': image of {image.width} x {image.height} pixels exceeds {MAX_DECODED_PIXELS:,}"
+                )
             image.load()
             return model_input(camera_view(image, metadata), metadata)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise InferenceError(f"input '{name}': {len(data)} bytes that do not decode as an image ({type(error).__name__}: {error})") from None
+        raise InferenceError(
+            f"input '{name}': {len(data)} bytes that do not decode as an image ({type(error).__name__}: {error})"
+        ) from None

@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +40,9 @@ def device_payloads(artifacts: str, count: int, seed: int = 0) -> list[dict[str,
     payloads = []
     with torch.inference_mode():
         for _ in range(count):
-            values, scale, zero_point = device_part(torch.randn(1, *split.metadata["input"]["shape"], generator=generator))
+            values, scale, zero_point = device_part(
+                torch.randn(1, *split.metadata["input"]["shape"], generator=generator)
+            )
             payloads.append({"bottleneck": values.numpy(), "scale": scale.numpy(), "zero_point": zero_point.numpy()})
     return payloads
 
@@ -63,13 +66,17 @@ def run_load(
     `queue_ms` and `compute_ms` p50, and `batch_sizes` (requests per size of the batch they ran in).
     """
     if concurrency < 1 or duration_s <= 0 or not payloads:
-        raise ValueError(f"need concurrency >= 1, duration_s > 0 and payloads; got {concurrency}, {duration_s}, {len(payloads)}")
+        raise ValueError(
+            f"need concurrency >= 1, duration_s > 0 and payloads; got {concurrency}, {duration_s}, {len(payloads)}"
+        )
     lock = threading.Lock()
     results: list[dict[str, Any]] = []
     budget = [max_requests]
     window: dict[str, float] = {}
     # the timed window opens when every client has warmed up (the action runs before any is released)
-    ready = threading.Barrier(concurrency + 1, action=lambda: window.update(start=time.perf_counter(), end=time.perf_counter() + duration_s))
+    ready = threading.Barrier(
+        concurrency + 1, action=lambda: window.update(start=time.perf_counter(), end=time.perf_counter() + duration_s)
+    )
 
     def client(index: int) -> None:
         transport = connect(url, binary=binary)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -76,8 +77,13 @@ def measure_split_over_loopback(
     row = summarize(records)[0]
     latency = {
         name: {"p50": row[f"{key}_p50"], "p95": row[f"{key}_p95"]}
-        for name, key in (("device", "device_ms"), ("transfer", "transfer_ms"), ("server_queue", "server_queue_ms"),
-                          ("server_compute", "server_compute_ms"), ("end_to_end", "end_to_end_ms"))
+        for name, key in (
+            ("device", "device_ms"),
+            ("transfer", "transfer_ms"),
+            ("server_queue", "server_queue_ms"),
+            ("server_compute", "server_compute_ms"),
+            ("end_to_end", "end_to_end_ms"),
+        )
     }
     servers = [r["server_queue_ms"] + r["server_compute_ms"] for r in records]
     latency["server"] = {"p50": float(np.median(servers)), "p95": float(np.percentile(servers, 95))}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import statistics
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,12 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((record["bandwidth_mbps"], record["strategy"]), []).append(record)
     rows = []
     for (bandwidth, strategy), group in groups.items():
-        row: dict[str, Any] = {"bandwidth_mbps": bandwidth, "rtt_ms": group[0]["rtt_ms"], "strategy": strategy, "images": len(group)}
+        row: dict[str, Any] = {
+            "bandwidth_mbps": bandwidth,
+            "rtt_ms": group[0]["rtt_ms"],
+            "strategy": strategy,
+            "images": len(group),
+        }
         for key in TIMES:
             values = [record[key] for record in group]
             row[f"{key}_p50"] = statistics.median(values)

@@ -16,14 +16,33 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("hnd_inference_requests", "Inference requests received", ["model", "protocol"], registry=self.registry)
-        self.failures = Counter(
-            "hnd_inference_failures", "Inference requests answered with an error", ["model", "protocol", "kind"], registry=self.registry
+        self.requests = Counter(
+            "hnd_inference_requests", "Inference requests received", ["model", "protocol"], registry=self.registry
         )
-        self.in_flight = Gauge("hnd_inference_requests_in_flight", "Inference requests received and not yet answered", registry=self.registry)
-        self.batch_size = Histogram("hnd_batch_size", "Rows per executed batch", ["model"], buckets=BATCH_SIZE_BUCKETS, registry=self.registry)
-        self.queue_seconds = Histogram("hnd_queue_seconds", "Time a request waited for its batch", ["model"], buckets=SECONDS_BUCKETS, registry=self.registry)
-        self.compute_seconds = Histogram("hnd_compute_seconds", "Time a batch computed", ["model"], buckets=SECONDS_BUCKETS, registry=self.registry)
+        self.failures = Counter(
+            "hnd_inference_failures",
+            "Inference requests answered with an error",
+            ["model", "protocol", "kind"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "hnd_inference_requests_in_flight",
+            "Inference requests received and not yet answered",
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "hnd_batch_size", "Rows per executed batch", ["model"], buckets=BATCH_SIZE_BUCKETS, registry=self.registry
+        )
+        self.queue_seconds = Histogram(
+            "hnd_queue_seconds",
+            "Time a request waited for its batch",
+            ["model"],
+            buckets=SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.compute_seconds = Histogram(
+            "hnd_compute_seconds", "Time a batch computed", ["model"], buckets=SECONDS_BUCKETS, registry=self.registry
+        )
 
     def observe_request(self, model: str, protocol: str, failure_kind: str | None = None) -> None:
         self.requests.labels(model, protocol).inc()

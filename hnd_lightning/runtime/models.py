@@ -19,7 +19,14 @@ import numpy as np
 from hnd_lightning.models.artifacts import load_split_artifacts
 from hnd_lightning.models.quantization import split_parts
 from hnd_lightning.runtime.images import decode_jpeg
-from hnd_lightning.runtime.parts import RUNTIMES, TEACHER_MODEL, OnnxRunner, TorchRunner, find_split_artifacts, load_teacher
+from hnd_lightning.runtime.parts import (
+    RUNTIMES,
+    TEACHER_MODEL,
+    OnnxRunner,
+    TorchRunner,
+    find_split_artifacts,
+    load_teacher,
+)
 from hnd_lightning.runtime.protocol import InferenceError, TensorSpec
 
 SPLIT_INPUTS = ("bottleneck", "scale", "zero_point")
@@ -31,7 +38,9 @@ class ServedModel:
 
     platform = "pytorch"
 
-    def __init__(self, name: str, inputs: list[TensorSpec], outputs: list[TensorSpec], runner: Any, metadata: dict[str, Any]) -> None:
+    def __init__(
+        self, name: str, inputs: list[TensorSpec], outputs: list[TensorSpec], runner: Any, metadata: dict[str, Any]
+    ) -> None:
         self.name, self.inputs, self.outputs, self.runner, self.metadata = name, inputs, outputs, runner, metadata
 
     def prepare(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
@@ -123,5 +132,7 @@ def load_served_models(
         outputs = [TensorSpec("logits", "FP32", (-1, metadata["num_classes"]))]
         runner = TorchRunner(module, device, bf16_autocast)
         runner.description += f"; teacher weights: {source}"
-        models[TEACHER_MODEL] = TeacherModel(TEACHER_MODEL, [TensorSpec("image", "BYTES", (-1,))], outputs, runner, metadata)
+        models[TEACHER_MODEL] = TeacherModel(
+            TEACHER_MODEL, [TensorSpec("image", "BYTES", (-1,))], outputs, runner, metadata
+        )
     return models

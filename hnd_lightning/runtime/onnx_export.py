@@ -36,7 +36,9 @@ def payload_names(quantized: bool) -> list[str]:
     return ["bottleneck", "scale", "zero_point"] if quantized else ["bottleneck"]
 
 
-def _export(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str], opset: int) -> None:
+def _export(
+    module: nn.Module, example: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str], opset: int
+) -> None:
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of dynamo, which would add onnxscript.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -57,7 +59,9 @@ def _tensor_spec(name: str, tensor: torch.Tensor) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def export_onnx(artifacts: SplitArtifacts, output_dir: str | Path, quantized: bool = True, opset: int = 17) -> dict[str, Any]:
+def export_onnx(
+    artifacts: SplitArtifacts, output_dir: str | Path, quantized: bool = True, opset: int = 17
+) -> dict[str, Any]:
     """Write `device.onnx` and `server.onnx` of `artifacts` into `output_dir`.
 
     Returns the deployment description (also the body of `deploy.json`, without the verification).
@@ -102,7 +106,11 @@ def export_onnx(artifacts: SplitArtifacts, output_dir: str | Path, quantized: bo
 
 @torch.no_grad()
 def verify_onnx(
-    artifacts: SplitArtifacts, output_dir: str | Path, quantized: bool = True, batch_size: int = 2, seed: int = 0,
+    artifacts: SplitArtifacts,
+    output_dir: str | Path,
+    quantized: bool = True,
+    batch_size: int = 2,
+    seed: int = 0,
     tolerance: float = VERIFY_TOLERANCE,
 ) -> dict[str, Any]:
     """Run both ONNX files with onnxruntime on seeded random images and compare with PyTorch.
@@ -128,7 +136,7 @@ def verify_onnx(
     expected = server(*payload).numpy()
     names = payload_names(quantized)
 
-    def session(name: str) -> "onnxruntime.InferenceSession":
+    def session(name: str) -> onnxruntime.InferenceSession:
         return onnxruntime.InferenceSession(str(output_dir / name), providers=["CPUExecutionProvider"])
 
     onnx_payload = session(DEVICE_FILE).run(names, {"image": images.numpy()})
@@ -152,7 +160,9 @@ def verify_onnx(
 def check_verification(result: dict[str, Any], output_dir: Path, tolerance: float = VERIFY_TOLERANCE) -> None:
     """Raise ValueError when the logits are not finite or ONNX and PyTorch differ by more than
     `tolerance` x max(1, max |logit|) (e.g. artifacts exported from diverged, NaN weights)."""
-    values = {key: result[key] for key in ("max_abs_logit", "max_abs_logit_difference", "server_max_abs_logit_difference")}
+    values = {
+        key: result[key] for key in ("max_abs_logit", "max_abs_logit_difference", "server_max_abs_logit_difference")
+    }
     if not all(math.isfinite(value) for value in values.values()):
         raise ValueError(
             f"The ONNX check of {output_dir} found non-finite logits ({values}): the artifacts' weights are not "

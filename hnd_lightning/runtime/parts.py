@@ -1,15 +1,16 @@
 """The parts a split runtime runs, loaded from a finished run: which models, which teacher, which runner.
 
-    find_split_artifacts(artifacts)  -> {"server": folder} or {"server_b3": folder/b3, ...} (fused run)
-    load_teacher(teacher, ...)       -> the whole teacher for full offloading / all-on-device, or None
-    TorchRunner / OnnxRunner         -> numpy arrays in, numpy logits out, on cpu or cuda
+find_split_artifacts(artifacts)  -> {"server": folder} or {"server_b3": folder/b3, ...} (fused run)
+load_teacher(teacher, ...)       -> the whole teacher for full offloading / all-on-device, or None
+TorchRunner / OnnxRunner         -> numpy arrays in, numpy logits out, on cpu or cuda
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,9 @@ def find_split_artifacts(directory: str | Path) -> dict[str, Path]:
     directory = Path(directory)
     if (directory / SPLIT_JSON).is_file():
         return {SERVER_MODEL: directory}
-    students = [folder for folder in directory.glob("b*") if (folder / SPLIT_JSON).is_file()] if directory.is_dir() else []
+    students = (
+        [folder for folder in directory.glob("b*") if (folder / SPLIT_JSON).is_file()] if directory.is_dir() else []
+    )
     if not students:
         raise FileNotFoundError(
             f"No {SPLIT_JSON} in {str(directory)!r} nor in its b<B>/ folders: pass artifacts=<run>/artifacts of a "
@@ -77,9 +80,13 @@ def load_teacher(teacher: str | None, metadata: dict[str, Any], artifacts: str |
         return build_teacher(architecture, num_classes, checkpoint=teacher), f"checkpoint {teacher}"
     recorded = run_teacher(artifacts) or {}
     if recorded.get("checkpoint"):
-        return build_teacher(architecture, num_classes, checkpoint=recorded["checkpoint"]), f"checkpoint {recorded['checkpoint']}"
+        return build_teacher(
+            architecture, num_classes, checkpoint=recorded["checkpoint"]
+        ), f"checkpoint {recorded['checkpoint']}"
     if recorded.get("weights"):
-        module = build_teacher(architecture, num_classes, weights=recorded["weights"], input_size=metadata["input"]["shape"][-1])
+        module = build_teacher(
+            architecture, num_classes, weights=recorded["weights"], input_size=metadata["input"]["shape"][-1]
+        )
         return module, f"{recorded['weights']} weights (the run's model.teacher.weights)"
     raise ValueError(
         f"teacher=run, but the run of {str(artifacts)!r} records no teacher checkpoint or weights in {RUN_CONFIG} "
@@ -115,24 +122,36 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
 class OnnxRunner:
     """Runs an ONNX file written by `deploy` with onnxruntime: named numpy inputs -> its first output."""
 
-    def __init__(self, path: str | Path, input_names: Sequence[str], device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, input_names: Sequence[str], device: str = "cpu", threads: int | None = None
+    ) -> None:
         try:
             import onnxruntime
         except ImportError as error:
             raise ImportError('runtime=onnxruntime needs onnxruntime: pip install -e ".[deploy]"') from error
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{str(path)!r} does not exist: run `python -m hnd_lightning.deploy artifacts=...` and pass deploy_dir=<its folder>.")
+            raise FileNotFoundError(
+                f"{str(path)!r} does not exist: run `python -m hnd_lightning.deploy artifacts=...` and pass deploy_dir=<its folder>."
+            )
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if resolve_device(device).type == "cuda" else ["CPUExecutionProvider"]
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            if resolve_device(device).type == "cuda"
+            else ["CPUExecutionProvider"]
+        )
         self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
         names = [node.name for node in self.session.get_inputs()]
         if names != list(input_names):
-            raise ValueError(f"{str(path)!r} takes inputs {names}, expected {list(input_names)}: is it the right deploy output?")
+            raise ValueError(
+                f"{str(path)!r} takes inputs {names}, expected {list(input_names)}: is it the right deploy output?"
+            )
         self.input_names = list(input_names)
-        self.description = f"onnxruntime {onnxruntime.__version__} ({', '.join(self.session.get_providers())}) on {path.name}"
+        self.description = (
+            f"onnxruntime {onnxruntime.__version__} ({', '.join(self.session.get_providers())}) on {path.name}"
+        )
 
     def __call__(self, *arrays: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
         outputs = self.session.run(None, dict(zip(self.input_names, arrays)))

@@ -14,8 +14,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 READY_MARKER = "SERVING "
 SERVER_JSON = "server.json"
@@ -53,9 +54,11 @@ class ServerProcess:
                 self._ready.set()
         self._ready.set()  # the process ended
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         command = [sys.executable, "-m", "hnd_lightning.serve", *self.overrides]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env
+        )
         threading.Thread(target=self._read, daemon=True).start()
         if not self._ready.wait(self.start_timeout_s) or self.description is None:
             self.stop(timeout_s=5)
@@ -88,7 +91,7 @@ class ServerProcess:
             time.sleep(0.05)
         return self.process.returncode
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

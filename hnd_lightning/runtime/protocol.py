@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,11 @@ DATATYPES: dict[str, np.dtype] = {
     "BYTES": np.dtype(object),
 }
 # Status of each error kind on the two transports (gRPC codes by name).
-ERROR_STATUS = {"invalid": (400, "INVALID_ARGUMENT"), "unavailable": (503, "UNAVAILABLE"), "internal": (500, "INTERNAL")}
+ERROR_STATUS = {
+    "invalid": (400, "INVALID_ARGUMENT"),
+    "unavailable": (503, "UNAVAILABLE"),
+    "internal": (500, "INTERNAL"),
+}
 
 
 class InferenceError(Exception):
@@ -128,7 +133,9 @@ def _check_spec(spec: TensorSpec, tensor: WireTensor) -> None:
     if not all(isinstance(size, int) and size >= 0 for size in shape):
         raise InferenceError(f"input '{spec.name}' has shape {shape}; dimensions must be non-negative integers")
     if len(shape) != len(spec.shape) or any(want not in (-1, got) for want, got in zip(spec.shape, shape)):
-        raise InferenceError(f"input '{spec.name}' has shape {shape}, the model expects {list(spec.shape)} (-1: any size)")
+        raise InferenceError(
+            f"input '{spec.name}' has shape {shape}, the model expects {list(spec.shape)} (-1: any size)"
+        )
 
 
 def _to_array(spec: TensorSpec, tensor: WireTensor) -> np.ndarray:
@@ -137,7 +144,9 @@ def _to_array(spec: TensorSpec, tensor: WireTensor) -> np.ndarray:
         if spec.datatype == "BYTES":
             items = deserialize_bytes(tensor.data, spec.name)
             if len(items) != count:
-                raise InferenceError(f"input '{spec.name}' holds {len(items)} BYTES elements, its shape {tensor.shape} needs {count}")
+                raise InferenceError(
+                    f"input '{spec.name}' holds {len(items)} BYTES elements, its shape {tensor.shape} needs {count}"
+                )
             array = np.empty(count, dtype=object)
             array[:] = items
             return array.reshape(tensor.shape)
@@ -162,7 +171,9 @@ def _to_array(spec: TensorSpec, tensor: WireTensor) -> np.ndarray:
     if dtype.kind in "ui":
         limits = np.iinfo(dtype)
         if any(not float(value).is_integer() or not limits.min <= value <= limits.max for value in values):
-            raise InferenceError(f"input '{spec.name}': {spec.datatype} values must be integers in [{limits.min}, {limits.max}]")
+            raise InferenceError(
+                f"input '{spec.name}': {spec.datatype} values must be integers in [{limits.min}, {limits.max}]"
+            )
     return array.astype(dtype).reshape(tensor.shape)
 
 
@@ -184,7 +195,9 @@ def decode_inputs(specs: Sequence[TensorSpec], tensors: Sequence[WireTensor]) ->
         _check_spec(expected[tensor.name], tensor)
     batch_sizes = {tensor.shape[0] for tensor in tensors}
     if len(batch_sizes) != 1:
-        raise InferenceError(f"inputs disagree on the batch size (first dimension): {({t.name: t.shape[0] for t in tensors})}")
+        raise InferenceError(
+            f"inputs disagree on the batch size (first dimension): { ({t.name: t.shape[0] for t in tensors}) }"
+        )
     batch_size = batch_sizes.pop()
     if batch_size < 1:
         raise InferenceError("the batch size (first dimension) must be at least 1")

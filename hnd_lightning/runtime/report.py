@@ -10,8 +10,9 @@ protocol and network time, request headers and the reply.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hnd_lightning.analysis.latency import STRATEGIES, end_to_end
 
@@ -27,7 +28,10 @@ def measured_parts(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict
         return values[len(values) // 2] if values else nan
 
     device = {"student_device": median("split", "device_ms"), "teacher_full": median("device_only", "device_ms")}
-    server = {"student_server": median("split", "server_compute_ms"), "teacher_full": median("server_only", "server_compute_ms")}
+    server = {
+        "student_server": median("split", "server_compute_ms"),
+        "teacher_full": median("server_only", "server_compute_ms"),
+    }
     as_report = lambda parts: {"latency": {"parts": {name: {"batch_1_ms": ms} for name, ms in parts.items()}}}  # noqa: E731
     return as_report(device), as_report(server)
 
@@ -56,7 +60,11 @@ def compare(rows: Sequence[dict[str, Any]], predictions: dict[float, dict[str, f
     compared = []
     for row in rows:
         predicted = predictions.get(row["bandwidth_mbps"], {}).get(row["strategy"], float("nan"))
-        difference = 100 * (row["end_to_end_ms_p50"] - predicted) / predicted if predicted and math.isfinite(predicted) else float("nan")
+        difference = (
+            100 * (row["end_to_end_ms_p50"] - predicted) / predicted
+            if predicted and math.isfinite(predicted)
+            else float("nan")
+        )
         compared.append({**row, "predicted_ms": predicted, "difference_percent": difference})
     return compared
 
@@ -69,7 +77,10 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Per bandwidth and strategy: end to end (p50 / p95) against the prediction, and its parts."""
     header = f"{'Mbit/s':>8} {'strategy':<12} {'e2e p50':>8} {'p95':>8} {'predicted':>9} {'diff %':>7} {'device':>7} {'transfer':>8} {'server q+c':>10} {'bytes up':>9} {'top-1':>6}"
     lines = [header, "-" * len(header)]
-    for row in sorted(rows, key=lambda r: (r["bandwidth_mbps"] is None, r["bandwidth_mbps"] or 0, list(STRATEGIES).index(r["strategy"]))):
+    for row in sorted(
+        rows,
+        key=lambda r: (r["bandwidth_mbps"] is None, r["bandwidth_mbps"] or 0, list(STRATEGIES).index(r["strategy"])),
+    ):
         bandwidth = "none" if row["bandwidth_mbps"] is None else f"{row['bandwidth_mbps']:g}"
         server = row["server_queue_ms_p50"] + row["server_compute_ms_p50"]
         top1 = "-" if row["top1"] is None else f"{100 * row['top1']:.1f}%"
@@ -78,7 +89,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{_number(row.get('predicted_ms')):>9} {_number(row.get('difference_percent')):>7} {_number(row['device_ms_p50']):>7} "
             f"{_number(row['transfer_ms_p50']):>8} {_number(server):>10} {row['bytes_sent']:>9,.0f} {top1:>6}"
         )
-    lines.append("ms, medians over images (p95: 95th percentile); transfer = round trip - server queue - server compute.")
+    lines.append(
+        "ms, medians over images (p95: 95th percentile); transfer = round trip - server queue - server compute."
+    )
     return "\n".join(lines)
 
 
@@ -94,12 +107,18 @@ def plot(rows: Sequence[dict[str, Any]], path: str | Path) -> Path | None:
 
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     for index, (strategy, label) in enumerate(STRATEGIES.items()):
-        points = sorted((row["bandwidth_mbps"], row["end_to_end_ms_p50"], row.get("predicted_ms")) for row in emulated if row["strategy"] == strategy)
+        points = sorted(
+            (row["bandwidth_mbps"], row["end_to_end_ms_p50"], row.get("predicted_ms"))
+            for row in emulated
+            if row["strategy"] == strategy
+        )
         if not points:
             continue
         color = f"C{index}"
         axes.plot([p[0] for p in points], [p[1] for p in points], "o-", color=color, label=f"{label}, measured")
-        axes.plot([p[0] for p in points], [p[2] for p in points], "x--", color=color, alpha=0.7, label=f"{label}, predicted")
+        axes.plot(
+            [p[0] for p in points], [p[2] for p in points], "x--", color=color, alpha=0.7, label=f"{label}, predicted"
+        )
     axes.set_xscale("log")
     bandwidths = sorted({row["bandwidth_mbps"] for row in emulated})
     axes.set_xticks(bandwidths, [f"{bandwidth:g}" for bandwidth in bandwidths])

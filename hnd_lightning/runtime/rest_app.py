@@ -104,12 +104,16 @@ def build_rest_app(service: InferenceService) -> FastAPI:
     async def infer(model_name: str, request: Request, version: str | None = None) -> Response:
         try:
             model_or_error(model_name, version)
-            parsed = parse_request(await read_body(request, service.max_request_bytes), request.headers.get(HEADER_LENGTH))
+            parsed = parse_request(
+                await read_body(request, service.max_request_bytes), request.headers.get(HEADER_LENGTH)
+            )
         except InferenceError as error:
             service.reject(model_name, "http", error)
             return _error(error)
         try:
-            outputs, parameters = await service.infer(model_name, parsed.inputs, None if parsed.outputs is None else list(parsed.outputs), "http")
+            outputs, parameters = await service.infer(
+                model_name, parsed.inputs, None if parsed.outputs is None else list(parsed.outputs), "http"
+            )
         except InferenceError as error:
             return _error(error)
         body, headers = build_response(model_name, parsed, outputs, parameters)

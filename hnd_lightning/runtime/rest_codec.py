@@ -40,7 +40,9 @@ def _header_length(value: str | None, body_size: int) -> int:
     except ValueError:
         raise InferenceError(f"{HEADER_LENGTH} must be an integer byte count, got {value!r}") from None
     if not 0 < length <= body_size:
-        raise InferenceError(f"{HEADER_LENGTH} is {length} but the body has {body_size} bytes; the JSON header cannot be longer than the body")
+        raise InferenceError(
+            f"{HEADER_LENGTH} is {length} but the body has {body_size} bytes; the JSON header cannot be longer than the body"
+        )
     return length
 
 
@@ -49,7 +51,9 @@ def _binary_size(tensor: dict[str, Any]) -> int | None:
     if size is None:
         return None
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise InferenceError(f"input '{tensor.get('name')}': binary_data_size must be a non-negative integer, got {size!r}")
+        raise InferenceError(
+            f"input '{tensor.get('name')}': binary_data_size must be a non-negative integer, got {size!r}"
+        )
     return size
 
 
@@ -63,7 +67,9 @@ def parse_request(body: bytes, header_length: str | None) -> RestRequest:
     try:
         header = json.loads(bytes(body[:json_size]))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InferenceError(f"the inference header is not valid JSON ({error}); with binary inputs set {HEADER_LENGTH}") from None
+        raise InferenceError(
+            f"the inference header is not valid JSON ({error}); with binary inputs set {HEADER_LENGTH}"
+        ) from None
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise InferenceError('the inference header must be a JSON object with an "inputs" list')
     binary = memoryview(body)[json_size:]
@@ -95,12 +101,20 @@ def parse_request(body: bytes, header_length: str | None) -> RestRequest:
     parameters = header.get("parameters") or {}
     outputs = None
     if header.get("outputs") is not None:
-        if not isinstance(header["outputs"], list) or not all(isinstance(o, dict) and "name" in o for o in header["outputs"]):
+        if not isinstance(header["outputs"], list) or not all(
+            isinstance(o, dict) and "name" in o for o in header["outputs"]
+        ):
             raise InferenceError('"outputs" must be a list of objects with a "name"')
         default = bool(parameters.get("binary_data_output", False))
         outputs = {o["name"]: bool((o.get("parameters") or {}).get("binary_data", default)) for o in header["outputs"]}
     request_id = header.get("id")
-    return RestRequest(inputs, None if request_id is None else str(request_id), outputs, bool(parameters.get("binary_data_output", False)), parameters)
+    return RestRequest(
+        inputs,
+        None if request_id is None else str(request_id),
+        outputs,
+        bool(parameters.get("binary_data_output", False)),
+        parameters,
+    )
 
 
 def _tensor_entry(name: str, array: np.ndarray, binary: bool, blobs: list[bytes]) -> dict[str, Any]:
@@ -144,7 +158,10 @@ def build_request(
         if not binary and array.dtype == object:
             raise InferenceError(f"input '{name}': BYTES need the binary extension (binary=True)", "internal")
         tensors.append(_tensor_entry(name, array, binary, blobs))
-    header: dict[str, Any] = {"inputs": tensors, "outputs": [{"name": name, "parameters": {"binary_data": binary}} for name in outputs]}
+    header: dict[str, Any] = {
+        "inputs": tensors,
+        "outputs": [{"name": name, "parameters": {"binary_data": binary}} for name in outputs],
+    }
     if request_id is not None:
         header["id"] = request_id
     header_bytes = json.dumps(header).encode()

@@ -86,7 +86,11 @@ class InferenceServer:
             ]
         )
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(GrpcInferenceServicer(self.service), self._grpc)
-        address = f"[{settings.host}]:{settings.grpc_port}" if ":" in settings.host else f"{settings.host}:{settings.grpc_port}"
+        address = (
+            f"[{settings.host}]:{settings.grpc_port}"
+            if ":" in settings.host
+            else f"{settings.host}:{settings.grpc_port}"
+        )
         self.grpc_port = self._grpc.add_insecure_port(address)
         await self._grpc.start()
 
@@ -134,7 +138,7 @@ class ServerThread:
         self._loop.run_until_complete(self.server.stop())
         self._loop.close()
 
-    def start(self, timeout_s: float = 60.0) -> "ServerThread":
+    def start(self, timeout_s: float = 60.0) -> ServerThread:
         self._thread.start()
         if not self._started.wait(timeout_s):
             raise TimeoutError(f"the server did not start within {timeout_s} s")
@@ -155,7 +159,7 @@ class ServerThread:
     def grpc_url(self) -> str:
         return f"{self.server.settings.host}:{self.server.grpc_port}"
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,9 @@ class BatchingSettings:
 class InferenceService:
     """Models, batchers, metrics and the server's state; `start()` inside the serving event loop."""
 
-    def __init__(self, models: dict[str, ServedModel], batching: BatchingSettings, max_request_bytes: int = 16 << 20) -> None:
+    def __init__(
+        self, models: dict[str, ServedModel], batching: BatchingSettings, max_request_bytes: int = 16 << 20
+    ) -> None:
         if not models:
             raise ValueError("a server needs at least one model")
         self.models, self.batching, self.max_request_bytes = models, batching, max_request_bytes
@@ -48,7 +51,9 @@ class InferenceService:
     async def start(self) -> None:
         settings = self.batching
         self.batchers = {
-            name: DynamicBatcher(model, settings.max_batch_size, settings.max_delay_ms, settings.max_queue, self.metrics)
+            name: DynamicBatcher(
+                model, settings.max_batch_size, settings.max_delay_ms, settings.max_queue, self.metrics
+            )
             for name, model in self.models.items()
         }
         self.accepting = True
@@ -67,7 +72,9 @@ class InferenceService:
 
     def check_size(self, num_bytes: int) -> None:
         if num_bytes > self.max_request_bytes:
-            raise InferenceError(f"request body of {num_bytes:,} bytes exceeds max_request_bytes={self.max_request_bytes:,}")
+            raise InferenceError(
+                f"request body of {num_bytes:,} bytes exceeds max_request_bytes={self.max_request_bytes:,}"
+            )
 
     async def infer(
         self, model_name: str, tensors: Sequence[WireTensor], outputs: Sequence[str] | None, protocol: str
@@ -95,7 +102,11 @@ class InferenceService:
             self.metrics.in_flight.dec()
         self.metrics.observe_request(model_name, protocol)
         selected = {name: result.outputs[name] for name in (outputs or names)}
-        parameters = {"queue_ms": result.queue_ms, "compute_ms": result.compute_ms + prepare_ms, "batch_size": result.batch_size}
+        parameters = {
+            "queue_ms": result.queue_ms,
+            "compute_ms": result.compute_ms + prepare_ms,
+            "batch_size": result.batch_size,
+        }
         return selected, parameters
 
     def reject(self, model_name: str, protocol: str, error: InferenceError) -> None:

@@ -42,7 +42,9 @@ class HttpTransport:
 
     protocol = "http"
 
-    def __init__(self, host: str, port: int, binary: bool = True, link: EmulatedLink | None = None, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, host: str, port: int, binary: bool = True, link: EmulatedLink | None = None, timeout_s: float = 120.0
+    ) -> None:
         import urllib3
 
         self.binary, self.link = binary, link or EmulatedLink()
@@ -72,7 +74,9 @@ class HttpTransport:
                 message = json.loads(data)["error"]
             except (ValueError, KeyError, TypeError):
                 message = data[:200].decode(errors="replace")
-            raise InferenceError(f"HTTP {response.status}: {message}", KIND_BY_HTTP_STATUS.get(response.status, "internal"))
+            raise InferenceError(
+                f"HTTP {response.status}: {message}", KIND_BY_HTTP_STATUS.get(response.status, "internal")
+            )
         arrays, parameters = parse_response(data, response.headers.get(HEADER_LENGTH))
         return Reply(arrays, parameters, len(body), len(data), round_trip_ms)
 
@@ -92,7 +96,9 @@ class GrpcTransport:
         self._grpc, self._pb = grpc, service_pb2
         self.link, self.timeout_s = link or EmulatedLink(), timeout_s
         cap = 1 << 30
-        self._channel = grpc.insecure_channel(f"{host}:{port}", options=[("grpc.max_send_message_length", cap), ("grpc.max_receive_message_length", cap)])
+        self._channel = grpc.insecure_channel(
+            f"{host}:{port}", options=[("grpc.max_send_message_length", cap), ("grpc.max_receive_message_length", cap)]
+        )
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
 
     def ready(self, model: str | None = None) -> bool:
@@ -109,7 +115,12 @@ class GrpcTransport:
         except self._grpc.RpcError:
             return None
         tensors = lambda items: [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in items]  # noqa: E731
-        return {"name": response.name, "platform": response.platform, "inputs": tensors(response.inputs), "outputs": tensors(response.outputs)}
+        return {
+            "name": response.name,
+            "platform": response.platform,
+            "inputs": tensors(response.inputs),
+            "outputs": tensors(response.outputs),
+        }
 
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> Reply:
         request = self._pb.ModelInferRequest(model_name=model)
@@ -133,7 +144,9 @@ class GrpcTransport:
             tensor.name: np.frombuffer(raw, dtype=DATATYPES[tensor.datatype]).reshape(list(tensor.shape))
             for tensor, raw in zip(response.outputs, response.raw_output_contents)
         }
-        parameters = {key: getattr(value, value.WhichOneof("parameter_choice")) for key, value in response.parameters.items()}
+        parameters = {
+            key: getattr(value, value.WhichOneof("parameter_choice")) for key, value in response.parameters.items()
+        }
         return Reply(arrays, parameters, sent, received, round_trip_ms)
 
     def close(self) -> None:

@@ -14,8 +14,9 @@ clients send them as [N, 1], which the client does when Triton's metadata says s
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hnd_lightning.files import atomic_write_text
 
@@ -28,8 +29,14 @@ def _tensor_block(tensor: dict[str, Any]) -> str:
     dims = [int(size) for size in tensor["shape"][1:]]  # the batch dimension is Triton's, not in dims
     dtype = TRITON_TYPES.get(tensor["dtype"])
     if dtype is None:
-        raise ValueError(f"tensor {tensor['name']!r} has dtype {tensor['dtype']!r}; Triton types known here: {sorted(TRITON_TYPES)}")
-    lines = [f'    name: "{tensor["name"]}"', f"    data_type: {dtype}", f"    dims: [ {', '.join(map(str, dims or [1]))} ]"]
+        raise ValueError(
+            f"tensor {tensor['name']!r} has dtype {tensor['dtype']!r}; Triton types known here: {sorted(TRITON_TYPES)}"
+        )
+    lines = [
+        f'    name: "{tensor["name"]}"',
+        f"    data_type: {dtype}",
+        f"    dims: [ {', '.join(map(str, dims or [1]))} ]",
+    ]
     if not dims:
         lines.append("    reshape: { shape: [ ] }")  # one value per image: [N] in the model
     return "  {\n" + "\n".join(lines) + "\n  }"
