@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from hnd_lightning.analysis.latency import end_to_end
 from hnd_lightning.analysis.parts import ROLE_PARTS, SplitUnderAnalysis
-from hnd_lightning.methods.base import count_parameters
+from hnd_lightning.methods.evaluation import count_parameters
 from hnd_lightning.profiling import count_macs, machine_description, median_latencies_ms, resolve_device
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,7 @@
 """Methods: one LightningModule each over `SplitComputingMethod` (training methods, and a loaded split for evaluation)."""
 
-from hnd_lightning.methods.base import SplitComputingMethod, count_parameters, student_name
+from hnd_lightning.methods.base import SplitComputingMethod
+from hnd_lightning.methods.evaluation import count_parameters, student_name
 from hnd_lightning.methods.fused_hnd import FusedHNDMethod
 from hnd_lightning.methods.hnd import HNDMethod
 from hnd_lightning.methods.kd import KDMethod, distillation_loss

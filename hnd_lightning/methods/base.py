@@ -13,10 +13,9 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
 from hnd_lightning.files import write_json
+from hnd_lightning.methods.evaluation import accuracy_metrics, count_parameters
 from hnd_lightning.models import SplitModel, with_quantized_bottleneck
 from hnd_lightning.models.quantization import model_payload
 
@@ -29,25 +28,6 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 BEST_WEIGHTS_KEY = "best_models"
 # Written next to the per-model artifact folders of a method with several models (fused HND).
 STUDENTS_JSON = "students.json"
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-
-def student_name(bottleneck_channels: int) -> str:
-    """Name of a student in metrics, checkpoints and artifact folders: 3 -> "b3"."""
-    return f"b{bottleneck_channels}"
-
-
-def accuracy_metrics(num_classes: int) -> MetricCollection:
-    """Top-1 and top-5 accuracy ("acc1", "acc5") over (N, num_classes) logits and (N,) labels."""
-    return MetricCollection(
-        {
-            "acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-            "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
-        }
-    )
 
 
 class SplitComputingMethod(pl.LightningModule):

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hnd_lightning.methods.base import OptimizerFactory, SchedulerFactory, SplitComputingMethod, student_name
+from hnd_lightning.methods.base import OptimizerFactory, SchedulerFactory, SplitComputingMethod
+from hnd_lightning.methods.evaluation import student_name
 from hnd_lightning.methods.student import export_student
 from hnd_lightning.models import SplitModel, build_student, split_teacher, validate_bottleneck_channels
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from hnd_lightning.methods.base import SplitComputingMethod, student_name
+from hnd_lightning.methods.base import SplitComputingMethod
+from hnd_lightning.methods.evaluation import student_name
 from hnd_lightning.models.artifacts import SplitArtifacts
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from torch import nn
 
-from hnd_lightning.methods.base import OptimizerFactory, SchedulerFactory, SplitComputingMethod, student_name
+from hnd_lightning.methods.base import OptimizerFactory, SchedulerFactory, SplitComputingMethod
+from hnd_lightning.methods.evaluation import student_name
 from hnd_lightning.models import SplitModel, build_student
 from hnd_lightning.models.artifacts import save_split_artifacts, split_metadata
 from hnd_lightning.models.quantization import model_payload
