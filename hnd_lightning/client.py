@@ -22,11 +22,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 
 from hnd_lightning.files import write_json
-from hnd_lightning.runtime.device_client import SplitClient
-from hnd_lightning.runtime.images import list_images
-from hnd_lightning.runtime.measure import check_strategies, measure_strategies, summarize
-from hnd_lightning.runtime.report import PLOT_FILE, compare, format_table, plot, predict
-from hnd_lightning.runtime.transport import connect
+from hnd_lightning.runtime.common.images import list_images
+from hnd_lightning.runtime.device.device_client import SplitClient
+from hnd_lightning.runtime.device.measure import check_strategies, measure_strategies, summarize
+from hnd_lightning.runtime.device.report import PLOT_FILE, compare, format_table, plot, predict
+from hnd_lightning.runtime.device.transport import connect
 
 log = logging.getLogger(__name__)
 CLIENT_JSON = "client.json"

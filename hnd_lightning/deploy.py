@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from hnd_lightning.files import write_json
 from hnd_lightning.models.artifacts import load_split_artifacts
-from hnd_lightning.runtime.onnx_export import (
+from hnd_lightning.runtime.export.onnx_export import (
     DEPLOY_JSON,
     SERVER_FILE,
     VERIFY_TOLERANCE,
@@ -33,7 +33,7 @@ from hnd_lightning.runtime.onnx_export import (
     format_description,
     verify_onnx,
 )
-from hnd_lightning.runtime.triton_repository import MODEL_REPOSITORY, write_model_repository
+from hnd_lightning.runtime.export.triton_repository import MODEL_REPOSITORY, write_model_repository
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from hnd_lightning.files import write_json
-from hnd_lightning.runtime.loadgen import PROTOCOL_VARIANTS, device_payloads, format_load_table, run_load
-from hnd_lightning.runtime.process import ServerProcess
+from hnd_lightning.runtime.device.loadgen import PROTOCOL_VARIANTS, device_payloads, format_load_table, run_load
+from hnd_lightning.runtime.server.process import ServerProcess
 
 log = logging.getLogger(__name__)
 LOADTEST_JSON = "loadtest.json"

@@ -17,10 +17,10 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from hnd_lightning.runtime.models import load_served_models
-from hnd_lightning.runtime.process import announce
-from hnd_lightning.runtime.server import InferenceServer, ServerSettings
-from hnd_lightning.runtime.service import BatchingSettings, InferenceService
+from hnd_lightning.runtime.server.models import load_served_models
+from hnd_lightning.runtime.server.process import announce
+from hnd_lightning.runtime.server.server import InferenceServer, ServerSettings
+from hnd_lightning.runtime.server.service import BatchingSettings, InferenceService
 
 log = logging.getLogger(__name__)
 

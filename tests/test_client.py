@@ -22,14 +22,14 @@ from hnd_lightning.client import CLIENT_JSON, run_client  # noqa: E402
 from hnd_lightning.data import eval_transform  # noqa: E402
 from hnd_lightning.models.artifacts import load_split_artifacts  # noqa: E402
 from hnd_lightning.models.quantization import with_quantized_bottleneck  # noqa: E402
-from hnd_lightning.runtime.device_client import SplitClient  # noqa: E402
-from hnd_lightning.runtime.images import list_images  # noqa: E402
-from hnd_lightning.runtime.link import EmulatedLink  # noqa: E402
+from hnd_lightning.runtime.common.images import list_images  # noqa: E402
+from hnd_lightning.runtime.device.device_client import SplitClient  # noqa: E402
+from hnd_lightning.runtime.device.link import EmulatedLink  # noqa: E402
+from hnd_lightning.runtime.device.report import PLOT_FILE  # noqa: E402
 from hnd_lightning.runtime.loopback import measure_split_over_loopback  # noqa: E402
-from hnd_lightning.runtime.models import load_served_models  # noqa: E402
-from hnd_lightning.runtime.report import PLOT_FILE  # noqa: E402
-from hnd_lightning.runtime.server import ServerSettings, ServerThread  # noqa: E402
-from hnd_lightning.runtime.service import BatchingSettings, InferenceService  # noqa: E402
+from hnd_lightning.runtime.server.models import load_served_models  # noqa: E402
+from hnd_lightning.runtime.server.server import ServerSettings, ServerThread  # noqa: E402
+from hnd_lightning.runtime.server.service import BatchingSettings, InferenceService  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def test_the_emulated_link_delays_by_size_and_shares_the_bandwidth():
 def test_teacher_run_loads_the_teacher_the_run_distilled_from(tmp_path_factory, tmp_path):
     from hnd_lightning.models import build_teacher
     from hnd_lightning.models.artifacts import save_teacher_artifacts
-    from hnd_lightning.runtime.parts import load_teacher
+    from hnd_lightning.runtime.common.parts import load_teacher
 
     torch.manual_seed(3)
     teacher = build_teacher("densenet169", 3)
@@ -211,7 +211,7 @@ def test_a_fused_runs_artifacts_serve_one_model_per_student_and_the_client_finds
 
 def test_the_device_part_runs_from_device_onnx(tmp_path_factory, tmp_path):
     pytest.importorskip("onnxruntime")
-    from hnd_lightning.runtime.onnx_export import export_onnx
+    from hnd_lightning.runtime.export.onnx_export import export_onnx
 
     artifacts = split_artifacts(tmp_path_factory)
     export_onnx(load_split_artifacts(artifacts), tmp_path)

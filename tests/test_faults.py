@@ -623,7 +623,7 @@ def test_deploy_check_fails_on_non_finite_logits_and_on_large_differences(tmp_pa
     from hnd_lightning.deploy import deploy
     from hnd_lightning.models import build_student, build_teacher
     from hnd_lightning.models.artifacts import save_split_artifacts, split_metadata
-    from hnd_lightning.runtime.onnx_export import check_verification
+    from hnd_lightning.runtime.export.onnx_export import check_verification
 
     torch.manual_seed(0)
     student, _ = build_student(build_teacher("densenet169", 3), "densenet169", 3, 32)

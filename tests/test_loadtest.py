@@ -12,10 +12,10 @@ pytest.importorskip("tritonclient.grpc", reason='needs the serve extra: pip inst
 from test_serve import split_artifacts  # noqa: E402
 
 from hnd_lightning.loadtest import LOADTEST_JSON, loadtest  # noqa: E402
-from hnd_lightning.runtime.loadgen import device_payloads, format_load_table, run_load  # noqa: E402
-from hnd_lightning.runtime.models import load_served_models  # noqa: E402
-from hnd_lightning.runtime.server import ServerSettings, ServerThread  # noqa: E402
-from hnd_lightning.runtime.service import BatchingSettings, InferenceService  # noqa: E402
+from hnd_lightning.runtime.device.loadgen import device_payloads, format_load_table, run_load  # noqa: E402
+from hnd_lightning.runtime.server.models import load_served_models  # noqa: E402
+from hnd_lightning.runtime.server.server import ServerSettings, ServerThread  # noqa: E402
+from hnd_lightning.runtime.server.service import BatchingSettings, InferenceService  # noqa: E402
 
 
 @pytest.mark.parametrize("max_batch_size", [1, 8])

@@ -78,3 +78,27 @@ def test_core_imports_have_no_cycles():
 def test_modules_stay_small():
     sizes = {name: len(path.read_text().splitlines()) for name, path in sources().items()}
     assert not {name: size for name, size in sizes.items() if size > MAX_LINES}
+
+
+def test_runtime_sides_import_only_toward_common():
+    """The edge server never imports device code and the device never imports server code; both
+    stand on `runtime.common`, which imports neither (Triton's server / client split)."""
+    forbidden = {
+        "hnd_lightning.runtime.server": ("hnd_lightning.runtime.device", "hnd_lightning.runtime.loopback"),
+        "hnd_lightning.runtime.device": ("hnd_lightning.runtime.server", "hnd_lightning.runtime.loopback"),
+        "hnd_lightning.runtime.common": (
+            "hnd_lightning.runtime.server",
+            "hnd_lightning.runtime.device",
+            "hnd_lightning.runtime.export",
+            "hnd_lightning.runtime.loopback",
+        ),
+    }
+    offenders = {}
+    for name, path in sources().items():
+        for side, banned in forbidden.items():
+            if name == side or name.startswith(side + "."):
+                bad = sorted(dep for dep in imported_modules(path) if dep.startswith(banned))
+                if bad:
+                    offenders[name] = bad
+    assert not offenders, f"runtime sides import across: {offenders}"
+    assert {"common", "server", "device", "export"} <= {p.name for p in (PACKAGE / "runtime").iterdir() if p.is_dir()}

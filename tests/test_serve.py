@@ -27,13 +27,13 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 from hnd_lightning.data import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from hnd_lightning.models import build_student, build_teacher  # noqa: E402
 from hnd_lightning.models.artifacts import save_split_artifacts, split_metadata  # noqa: E402
-from hnd_lightning.runtime.batcher import DynamicBatcher  # noqa: E402
-from hnd_lightning.runtime.models import ServedModel, load_served_models  # noqa: E402
-from hnd_lightning.runtime.protocol import InferenceError, TensorSpec, serialize_bytes  # noqa: E402
-from hnd_lightning.runtime.rest_codec import HEADER_LENGTH  # noqa: E402
-from hnd_lightning.runtime.server import ServerSettings, ServerThread  # noqa: E402
-from hnd_lightning.runtime.service import BatchingSettings, InferenceService  # noqa: E402
-from hnd_lightning.runtime.transport import connect  # noqa: E402
+from hnd_lightning.runtime.common.protocol import InferenceError, TensorSpec, serialize_bytes  # noqa: E402
+from hnd_lightning.runtime.common.rest_codec import HEADER_LENGTH  # noqa: E402
+from hnd_lightning.runtime.device.transport import connect  # noqa: E402
+from hnd_lightning.runtime.server.batcher import DynamicBatcher  # noqa: E402
+from hnd_lightning.runtime.server.models import ServedModel, load_served_models  # noqa: E402
+from hnd_lightning.runtime.server.server import ServerSettings, ServerThread  # noqa: E402
+from hnd_lightning.runtime.server.service import BatchingSettings, InferenceService  # noqa: E402
 
 MAX_REQUEST_BYTES = 64 * 1024
 CLASSES = ["a", "b", "c"]
@@ -395,7 +395,7 @@ def test_the_batcher_waits_max_delay_for_a_batch_and_splits_at_max_batch_size():
 def test_onnxruntime_runtime_serves_deploys_server_onnx(tmp_path_factory, tmp_path):
     pytest.importorskip("onnxruntime")
     from hnd_lightning.models.artifacts import load_split_artifacts
-    from hnd_lightning.runtime.onnx_export import export_onnx
+    from hnd_lightning.runtime.export.onnx_export import export_onnx
 
     artifacts = split_artifacts(tmp_path_factory)
     export_onnx(load_split_artifacts(artifacts), tmp_path)

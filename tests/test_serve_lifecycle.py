@@ -16,10 +16,10 @@ pytest.importorskip("tritonclient.grpc", reason='needs the serve extra: pip inst
 import urllib3  # noqa: E402
 from test_serve import random_payload, split_artifacts  # noqa: E402
 
-from hnd_lightning.runtime.models import load_served_models  # noqa: E402
-from hnd_lightning.runtime.process import SERVER_JSON, ServerProcess  # noqa: E402
-from hnd_lightning.runtime.protocol import InferenceError  # noqa: E402
-from hnd_lightning.runtime.transport import connect  # noqa: E402
+from hnd_lightning.runtime.common.protocol import InferenceError  # noqa: E402
+from hnd_lightning.runtime.device.transport import connect  # noqa: E402
+from hnd_lightning.runtime.server.models import load_served_models  # noqa: E402
+from hnd_lightning.runtime.server.process import SERVER_JSON, ServerProcess  # noqa: E402
 
 
 def server_counts(url: str) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from google.protobuf import text_format  # noqa: E402
 from test_serve import split_artifacts  # noqa: E402
 
 from hnd_lightning.deploy import deploy  # noqa: E402
-from hnd_lightning.runtime.triton_repository import model_config  # noqa: E402
+from hnd_lightning.runtime.export.triton_repository import model_config  # noqa: E402
 
 
 def parse(text: str):

@@ -10,14 +10,14 @@ import numpy as np
 from PIL import Image
 
 from hnd_lightning.models.quantization import payload_bytes
-from hnd_lightning.runtime.device_client import SplitClient
-from hnd_lightning.runtime.images import list_images
-from hnd_lightning.runtime.link import EmulatedLink
-from hnd_lightning.runtime.measure import measure_strategies, summarize
-from hnd_lightning.runtime.models import load_served_models
-from hnd_lightning.runtime.server import ServerSettings, ServerThread
-from hnd_lightning.runtime.service import BatchingSettings, InferenceService
-from hnd_lightning.runtime.transport import connect
+from hnd_lightning.runtime.common.images import list_images
+from hnd_lightning.runtime.device.device_client import SplitClient
+from hnd_lightning.runtime.device.link import EmulatedLink
+from hnd_lightning.runtime.device.measure import measure_strategies, summarize
+from hnd_lightning.runtime.device.transport import connect
+from hnd_lightning.runtime.server.models import load_served_models
+from hnd_lightning.runtime.server.server import ServerSettings, ServerThread
+from hnd_lightning.runtime.server.service import BatchingSettings, InferenceService
 
 
 def measure_split_over_loopback(

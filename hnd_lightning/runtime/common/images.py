@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torchvision import transforms
 
-from hnd_lightning.runtime.protocol import InferenceError
+from hnd_lightning.runtime.common.protocol import InferenceError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # A JPEG that decodes to more pixels than this is refused (a small file can declare a huge image).

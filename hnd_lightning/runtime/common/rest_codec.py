@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from hnd_lightning.runtime.protocol import DATATYPES, InferenceError, WireTensor, datatype_of, deserialize_bytes, to_raw
+from hnd_lightning.runtime.common.protocol import (
+    DATATYPES,
+    InferenceError,
+    WireTensor,
+    datatype_of,
+    deserialize_bytes,
+    to_raw,
+)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 

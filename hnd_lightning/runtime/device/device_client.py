@@ -25,9 +25,9 @@ from PIL import Image
 
 from hnd_lightning.models.artifacts import load_split_artifacts
 from hnd_lightning.models.quantization import payload_bytes, split_parts
-from hnd_lightning.runtime.images import camera_view, jpeg_bytes, model_input
-from hnd_lightning.runtime.parts import SERVER_MODEL, TEACHER_MODEL, OnnxRunner, TorchRunner, load_teacher
-from hnd_lightning.runtime.transport import GrpcTransport, HttpTransport
+from hnd_lightning.runtime.common.images import camera_view, jpeg_bytes, model_input
+from hnd_lightning.runtime.common.parts import SERVER_MODEL, TEACHER_MODEL, OnnxRunner, TorchRunner, load_teacher
+from hnd_lightning.runtime.device.transport import GrpcTransport, HttpTransport
 
 DEVICE_ONNX = "device.onnx"
 

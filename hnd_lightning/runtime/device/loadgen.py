@@ -18,8 +18,8 @@ import torch
 
 from hnd_lightning.models.artifacts import load_split_artifacts
 from hnd_lightning.models.quantization import split_parts
-from hnd_lightning.runtime.protocol import InferenceError
-from hnd_lightning.runtime.transport import connect
+from hnd_lightning.runtime.common.protocol import InferenceError
+from hnd_lightning.runtime.device.transport import connect
 
 # name in `loadtest.protocols` -> (URL scheme, binary tensors)
 PROTOCOL_VARIANTS = {"grpc": ("grpc", True), "http": ("http", True), "http_json": ("http", False)}

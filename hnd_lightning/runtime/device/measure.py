@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from hnd_lightning.analysis.latency import STRATEGIES
-from hnd_lightning.runtime.device_client import PreparedImage, SplitClient
-from hnd_lightning.runtime.link import EmulatedLink
+from hnd_lightning.runtime.device.device_client import PreparedImage, SplitClient
+from hnd_lightning.runtime.device.link import EmulatedLink
 
 TIMES = ("device_ms", "transfer_ms", "server_queue_ms", "server_compute_ms", "round_trip_ms", "end_to_end_ms")
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from hnd_lightning.runtime.link import EmulatedLink
-from hnd_lightning.runtime.protocol import DATATYPES, InferenceError, datatype_of, to_raw
-from hnd_lightning.runtime.rest_codec import HEADER_LENGTH, build_request, parse_response
+from hnd_lightning.runtime.common.protocol import DATATYPES, InferenceError, datatype_of, to_raw
+from hnd_lightning.runtime.common.rest_codec import HEADER_LENGTH, build_request, parse_response
+from hnd_lightning.runtime.device.link import EmulatedLink
 
 PROTOCOLS = ("http", "grpc")
 KIND_BY_HTTP_STATUS = {400: "invalid", 503: "unavailable"}

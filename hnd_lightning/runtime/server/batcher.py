@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from hnd_lightning.runtime.models import ServedModel
-from hnd_lightning.runtime.protocol import InferenceError
+from hnd_lightning.runtime.common.protocol import InferenceError
+from hnd_lightning.runtime.server.models import ServedModel
 
 
 @dataclass

@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from hnd_lightning.runtime.protocol import InferenceError, WireTensor, datatype_of, to_raw
-from hnd_lightning.runtime.service import InferenceService
+from hnd_lightning.runtime.common.protocol import InferenceError, WireTensor, datatype_of, to_raw
+from hnd_lightning.runtime.server.service import InferenceService
 
 # datatype -> the InferTensorContents field that carries it when not sent raw
 CONTENTS_FIELD = {

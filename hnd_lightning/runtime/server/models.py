@@ -18,8 +18,8 @@ import numpy as np
 
 from hnd_lightning.models.artifacts import load_split_artifacts
 from hnd_lightning.models.quantization import split_parts
-from hnd_lightning.runtime.images import decode_jpeg
-from hnd_lightning.runtime.parts import (
+from hnd_lightning.runtime.common.images import decode_jpeg
+from hnd_lightning.runtime.common.parts import (
     RUNTIMES,
     TEACHER_MODEL,
     OnnxRunner,
@@ -27,7 +27,7 @@ from hnd_lightning.runtime.parts import (
     find_split_artifacts,
     load_teacher,
 )
-from hnd_lightning.runtime.protocol import InferenceError, TensorSpec
+from hnd_lightning.runtime.common.protocol import InferenceError, TensorSpec
 
 SPLIT_INPUTS = ("bottleneck", "scale", "zero_point")
 SERVER_ONNX = "server.onnx"

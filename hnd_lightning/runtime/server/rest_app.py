@@ -14,9 +14,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hnd_lightning.runtime.protocol import InferenceError
-from hnd_lightning.runtime.rest_codec import HEADER_LENGTH, build_response, parse_request
-from hnd_lightning.runtime.service import InferenceService
+from hnd_lightning.runtime.common.protocol import InferenceError
+from hnd_lightning.runtime.common.rest_codec import HEADER_LENGTH, build_response, parse_request
+from hnd_lightning.runtime.server.service import InferenceService
 
 # Content-Encoding -> zlib window bits (tritonclient compresses requests with these on request)
 ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}

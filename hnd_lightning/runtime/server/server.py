@@ -21,9 +21,9 @@ import grpc
 import uvicorn
 from tritonclient.grpc import service_pb2_grpc
 
-from hnd_lightning.runtime.grpc_servicer import GrpcInferenceServicer
-from hnd_lightning.runtime.rest_app import build_rest_app
-from hnd_lightning.runtime.service import InferenceService
+from hnd_lightning.runtime.server.grpc_servicer import GrpcInferenceServicer
+from hnd_lightning.runtime.server.rest_app import build_rest_app
+from hnd_lightning.runtime.server.service import InferenceService
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from hnd_lightning.runtime.batcher import DynamicBatcher
-from hnd_lightning.runtime.metrics import ServerMetrics
-from hnd_lightning.runtime.models import ServedModel
-from hnd_lightning.runtime.protocol import InferenceError, WireTensor, decode_inputs
+from hnd_lightning.runtime.common.protocol import InferenceError, WireTensor, decode_inputs
+from hnd_lightning.runtime.server.batcher import DynamicBatcher
+from hnd_lightning.runtime.server.metrics import ServerMetrics
+from hnd_lightning.runtime.server.models import ServedModel
 
 SERVER_NAME = "hnd-lightning"
 SERVER_VERSION = "0.1.0"
