@@ -4,7 +4,8 @@ Runs the device part on each image (resize, crop, normalize, encoder, 8-bit quan
 payload to the edge server over REST or gRPC, and measures per image: device compute, bytes sent,
 transfer, server queue + compute, end to end, and top-1 when the images are labelled; the same
 images also go as JPEG to the server's `teacher` and through the whole teacher here, so the three
-strategies of `analyze` are measured. `link.bandwidth_mbps` / `link.rtt_ms` emulate a slower link.
+strategies of `analyze` are measured. `link.bandwidth_mbps` / `link.rtt_ms` emulate a slower link;
+`https://` / `grpcs://` servers with `tls.*`, a bearer token with `auth.*`.
 Writes `client.json` and `latency_measured_vs_predicted.png` (with `analyze`'s prediction beside the
 measurement) into the run directory and prints a table. Settings: `conf/client.yaml`.
 """
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 
 from hnd_lightning.files import write_json
+from hnd_lightning.runtime.common.credentials import client_credentials
 from hnd_lightning.runtime.common.images import list_images
 from hnd_lightning.runtime.device.device_client import SplitClient
 from hnd_lightning.runtime.device.measure import check_strategies, measure_strategies, summarize
@@ -40,7 +42,8 @@ def run_client(cfg: DictConfig) -> dict:
     bandwidths = (
         list(cfg.link.bandwidth_mbps) if isinstance(cfg.link.bandwidth_mbps, ListConfig) else [cfg.link.bandwidth_mbps]
     )
-    transport = connect(cfg.server, binary=cfg.binary)
+    tls, token = client_credentials(cfg.tls, cfg.auth)
+    transport = connect(cfg.server, binary=cfg.binary, tls=tls, token=token, insecure=cfg.insecure)
     try:
         teacher = cfg.teacher if "device_only" in strategies else None
         client = SplitClient(

@@ -4,7 +4,9 @@ For each batching mode in `run_modes` (by default dynamic batching, then one req
 starts `python -m hnd_lightning.serve` on free loopback ports, lets `concurrency` device clients send
 8-bit payloads for `duration_s` seconds per protocol (bounded by `max_requests`), stops the server
 with SIGTERM, and reports throughput, p50 / p95 / p99 latency, protocol overhead, errors and the
-batch-size histogram (`loadtest.json` in the run directory, and a table). Settings: `conf/loadtest.yaml`.
+batch-size histogram (`loadtest.json` in the run directory, and a table). With `server.tls.*` the
+server speaks TLS and the clients trust `tls.ca`; with `auth.*` the server requires the token the
+clients send. Settings: `conf/loadtest.yaml`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from hnd_lightning.files import write_json
+from hnd_lightning.runtime.common.credentials import client_credentials
 from hnd_lightning.runtime.device.loadgen import PROTOCOL_VARIANTS, device_payloads, format_load_table, run_load
 from hnd_lightning.runtime.server.process import ServerProcess
 
@@ -27,6 +30,10 @@ LOADTEST_JSON = "loadtest.json"
 def server_overrides(cfg: DictConfig, mode: str, output_dir: Path) -> list[str]:
     """`serve` overrides for one mode: these artifacts on free loopback ports with the mode's batching."""
     batching = cfg.modes[mode]
+    security = [f"tls.{key}={Path(value).resolve()}" for key, value in cfg.server.tls.items() if value]
+    if cfg.auth.token_file:
+        security.append(f"auth.token_file={Path(cfg.auth.token_file).resolve()}")
+    security.append(f"auth.token_env={cfg.auth.token_env}" if cfg.auth.token_env else "auth.token_env=null")
     return [
         f"artifacts={Path(cfg.artifacts).resolve()}",
         "host=127.0.0.1",
@@ -37,6 +44,7 @@ def server_overrides(cfg: DictConfig, mode: str, output_dir: Path) -> list[str]:
         f"runtime={cfg.server.runtime}",
         *(f"batching.{key}={value}" for key, value in batching.items()),
         f"hydra.run.dir={output_dir / f'server_{mode}'}",
+        *security,
         *cfg.server.overrides,
     ]
 
@@ -48,6 +56,7 @@ def loadtest(cfg: DictConfig) -> dict:
     if unknown:
         raise ValueError(f"unknown {unknown}: protocols are {list(PROTOCOL_VARIANTS)}, modes {list(cfg.modes)}.")
     output_dir = Path(cfg.paths.output_dir)
+    tls, token = client_credentials(cfg.tls, cfg.auth)
     payloads = device_payloads(cfg.artifacts, cfg.num_payloads, cfg.seed)
     results = []
     for mode in cfg.run_modes:
@@ -65,6 +74,8 @@ def loadtest(cfg: DictConfig) -> dict:
                     cfg.max_requests,
                     binary,
                     cfg.warmup_requests,
+                    tls,
+                    token,
                 )
                 results.append({"mode": mode, "protocol": protocol, "batching": dict(cfg.modes[mode]), **result})
     throughput = {(r["mode"], r["protocol"]): r["images_per_s"] for r in results}

@@ -37,12 +37,14 @@ ERROR_STATUS = {
     "invalid": (400, "INVALID_ARGUMENT"),
     "unavailable": (503, "UNAVAILABLE"),
     "internal": (500, "INTERNAL"),
+    "unauthenticated": (401, "UNAUTHENTICATED"),
 }
 
 
 class InferenceError(Exception):
     """A request the server cannot serve. `kind`: "invalid" (the client's fault: 400 / INVALID_ARGUMENT),
-    "unavailable" (overload or shutdown: 503 / UNAVAILABLE) or "internal" (500 / INTERNAL)."""
+    "unavailable" (overload or shutdown: 503 / UNAVAILABLE), "internal" (500 / INTERNAL) or
+    "unauthenticated" (no or a wrong bearer token: 401 / UNAUTHENTICATED)."""
 
     def __init__(self, message: str, kind: str = "invalid") -> None:
         super().__init__(message)

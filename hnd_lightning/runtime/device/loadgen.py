@@ -18,6 +18,7 @@ import torch
 
 from hnd_lightning.models.artifacts import load_split_artifacts
 from hnd_lightning.models.quantization import split_parts
+from hnd_lightning.runtime.common.credentials import ClientTls
 from hnd_lightning.runtime.common.protocol import InferenceError
 from hnd_lightning.runtime.device.transport import connect
 
@@ -56,14 +57,17 @@ def run_load(
     max_requests: int = 100_000,
     binary: bool = True,
     warmup_requests: int = 1,
+    tls: ClientTls | None = None,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """`concurrency` clients send `payloads` (round robin, each client starting at its own offset) to
     `model` at `url` for `duration_s` seconds or `max_requests` requests in all, whichever ends first.
 
-    Each client first sends `warmup_requests` untimed requests. Returns the counts (`requests`, `ok`,
-    `errors` by kind), `images_per_s` and `requests_per_s` over the timed window, `latency_ms` and
-    `overhead_ms` (round trip minus server queue and compute) as p50 / p95 / p99, the server's
-    `queue_ms` and `compute_ms` p50, and `batch_sizes` (requests per size of the batch they ran in).
+    Each client first sends `warmup_requests` untimed requests; `tls` and `token` go to `connect`.
+    Returns the counts (`requests`, `ok`, `errors` by kind), `images_per_s` and `requests_per_s` over
+    the timed window, `latency_ms` and `overhead_ms` (round trip minus server queue and compute) as
+    p50 / p95 / p99, the server's `queue_ms` and `compute_ms` p50, and `batch_sizes` (requests per
+    size of the batch they ran in).
     """
     if concurrency < 1 or duration_s <= 0 or not payloads:
         raise ValueError(
@@ -79,7 +83,7 @@ def run_load(
     )
 
     def client(index: int) -> None:
-        transport = connect(url, binary=binary)
+        transport = connect(url, binary=binary, tls=tls, token=token)
         try:
             for _ in range(warmup_requests):
                 try:

@@ -2,6 +2,7 @@
 
     transport = connect("http://127.0.0.1:8000")      # REST, binary tensors (binary=False: JSON)
     transport = connect("grpc://127.0.0.1:8001")      # gRPC
+    transport = connect("https://edge:8000", tls=ClientTls(ca="ca.crt"), token=token)   # TLS (grpcs:// too)
     reply = transport.infer("server", {"bottleneck": ..., "scale": ..., "zero_point": ...}, ["logits"])
 
 A reply carries the outputs, the server's response parameters (queue and compute time), the bytes
@@ -19,13 +20,20 @@ from typing import Any
 
 import numpy as np
 
+from hnd_lightning.runtime.common.credentials import ClientTls, is_loopback
 from hnd_lightning.runtime.common.protocol import DATATYPES, InferenceError, datatype_of, to_raw
 from hnd_lightning.runtime.common.rest_codec import HEADER_LENGTH, build_request, parse_response
 from hnd_lightning.runtime.device.link import EmulatedLink
 
 PROTOCOLS = ("http", "grpc")
-KIND_BY_HTTP_STATUS = {400: "invalid", 503: "unavailable"}
-KIND_BY_GRPC_CODE = {"INVALID_ARGUMENT": "invalid", "UNAVAILABLE": "unavailable"}
+SCHEMES = {"http": "http", "https": "http", "grpc": "grpc", "grpcs": "grpc"}  # URL scheme -> protocol
+KIND_BY_HTTP_STATUS = {400: "invalid", 401: "unauthenticated", 408: "invalid", 431: "invalid", 503: "unavailable"}
+KIND_BY_GRPC_CODE = {
+    "INVALID_ARGUMENT": "invalid",
+    "UNAVAILABLE": "unavailable",
+    "RESOURCE_EXHAUSTED": "unavailable",
+    "UNAUTHENTICATED": "unauthenticated",
+}
 
 
 @dataclass
@@ -38,20 +46,32 @@ class Reply:
 
 
 class HttpTransport:
-    """REST over one kept-alive HTTP/1.1 connection (urllib3)."""
+    """REST over one kept-alive HTTP/1.1 connection (urllib3); HTTPS with `tls`, a bearer `token` on every request."""
 
     protocol = "http"
 
     def __init__(
-        self, host: str, port: int, binary: bool = True, link: EmulatedLink | None = None, timeout_s: float = 120.0
+        self,
+        host: str,
+        port: int,
+        binary: bool = True,
+        link: EmulatedLink | None = None,
+        timeout_s: float = 120.0,
+        tls: ClientTls | None = None,
+        token: str | None = None,
     ) -> None:
         import urllib3
 
         self.binary, self.link = binary, link or EmulatedLink()
-        self._pool = urllib3.HTTPConnectionPool(host, port, maxsize=1, timeout=timeout_s, retries=False)
+        self._auth = {"authorization": f"Bearer {token}"} if token else {}
+        options = {"maxsize": 1, "timeout": timeout_s, "retries": False}
+        if tls is None:
+            self._pool = urllib3.HTTPConnectionPool(host, port, **options)
+        else:
+            self._pool = urllib3.HTTPSConnectionPool(host, port, ssl_context=tls.ssl_context(), **options)
 
     def _get(self, path: str) -> tuple[int, bytes]:
-        response = self._pool.request("GET", path)
+        response = self._pool.request("GET", path, headers=self._auth)
         return response.status, response.data
 
     def ready(self, model: str | None = None) -> bool:
@@ -63,6 +83,7 @@ class HttpTransport:
 
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> Reply:
         body, headers = build_request(inputs, outputs, self.binary)
+        headers.update(self._auth)
         started = time.perf_counter()
         self.link.send(len(body))
         response = self._pool.request("POST", f"/v2/models/{model}/infer", body=body, headers=headers)
@@ -85,33 +106,49 @@ class HttpTransport:
 
 
 class GrpcTransport:
-    """gRPC over one channel, with the request and response messages of `tritonclient.grpc`."""
+    """gRPC over one channel, with the request and response messages of `tritonclient.grpc`; TLS with `tls`,
+    metadata `authorization: Bearer <token>` on every call."""
 
     protocol = "grpc"
 
-    def __init__(self, host: str, port: int, link: EmulatedLink | None = None, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        link: EmulatedLink | None = None,
+        timeout_s: float = 120.0,
+        tls: ClientTls | None = None,
+        token: str | None = None,
+    ) -> None:
         import grpc
         from tritonclient.grpc import service_pb2, service_pb2_grpc
 
         self._grpc, self._pb = grpc, service_pb2
         self.link, self.timeout_s = link or EmulatedLink(), timeout_s
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         cap = 1 << 30
-        self._channel = grpc.insecure_channel(
-            f"{host}:{port}", options=[("grpc.max_send_message_length", cap), ("grpc.max_receive_message_length", cap)]
-        )
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        options = [("grpc.max_send_message_length", cap), ("grpc.max_receive_message_length", cap)]
+        if tls is None:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.secure_channel(target, tls.grpc_credentials(), options=options)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
 
     def ready(self, model: str | None = None) -> bool:
         try:
             if model:
-                return self._stub.ModelReady(self._pb.ModelReadyRequest(name=model), timeout=self.timeout_s).ready
+                request = self._pb.ModelReadyRequest(name=model)
+                return self._stub.ModelReady(request, timeout=self.timeout_s, metadata=self._metadata).ready
             return self._stub.ServerReady(self._pb.ServerReadyRequest(), timeout=self.timeout_s).ready
         except self._grpc.RpcError:
             return False
 
     def metadata(self, model: str) -> dict[str, Any] | None:
         try:
-            response = self._stub.ModelMetadata(self._pb.ModelMetadataRequest(name=model), timeout=self.timeout_s)
+            response = self._stub.ModelMetadata(
+                self._pb.ModelMetadataRequest(name=model), timeout=self.timeout_s, metadata=self._metadata
+            )
         except self._grpc.RpcError:
             return None
         tensors = lambda items: [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in items]  # noqa: E731
@@ -133,7 +170,7 @@ class GrpcTransport:
         started = time.perf_counter()
         self.link.send(sent)
         try:
-            response = self._stub.ModelInfer(request, timeout=self.timeout_s)
+            response = self._stub.ModelInfer(request, timeout=self.timeout_s, metadata=self._metadata)
         except self._grpc.RpcError as error:
             code = error.code().name
             raise InferenceError(f"gRPC {code}: {error.details()}", KIND_BY_GRPC_CODE.get(code, "internal")) from None
@@ -153,13 +190,33 @@ class GrpcTransport:
         self._channel.close()
 
 
-def connect(url: str, link: EmulatedLink | None = None, binary: bool = True) -> HttpTransport | GrpcTransport:
-    """A transport for `url`: `http://HOST:PORT` (REST; `binary=False` sends JSON) or `grpc://HOST:PORT`."""
+def connect(
+    url: str,
+    link: EmulatedLink | None = None,
+    binary: bool = True,
+    tls: ClientTls | None = None,
+    token: str | None = None,
+    insecure: bool = False,
+) -> HttpTransport | GrpcTransport:
+    """A transport for `url`: `http://HOST:PORT` (REST; `binary=False` sends JSON), `grpc://HOST:PORT`, or
+    over TLS `https://` / `grpcs://` (trusting `tls.ca`, or the system's CAs; `tls.cert` / `tls.key` for
+    mutual TLS). `token` goes with every request; over plain TCP only to loopback, unless `insecure`."""
     scheme, _, address = url.partition("://")
     host, _, port = address.rstrip("/").rpartition(":")
-    if scheme not in PROTOCOLS or not host or not port.isdigit():
-        raise ValueError(f"server={url!r}: expected http://HOST:PORT (REST) or grpc://HOST:PORT (gRPC).")
-    host = host.strip("[]")
-    if scheme == "http":
-        return HttpTransport(host, int(port), binary, link)
-    return GrpcTransport(host, int(port), link)
+    if scheme not in SCHEMES or not host or not port.isdigit():
+        raise ValueError(
+            f"server={url!r}: expected http://HOST:PORT or https://HOST:PORT (REST), grpc://HOST:PORT or "
+            "grpcs://HOST:PORT (gRPC)."
+        )
+    host, secure = host.strip("[]"), scheme.endswith("s")
+    if not secure and tls is not None and (tls.ca or tls.cert):
+        raise ValueError(f"tls.* is set but server={url!r} is plain TCP: use {scheme}s://{address} for TLS.")
+    if not secure and token and not insecure and not is_loopback(host):
+        raise ValueError(
+            f"server={url!r} is plain TCP to another machine: the bearer token would cross the network in clear "
+            f"text. Use {scheme}s://{address} (TLS), or insecure=true if the link is one you trust."
+        )
+    tls = (tls or ClientTls()) if secure else None
+    if SCHEMES[scheme] == "http":
+        return HttpTransport(host, int(port), binary, link, tls=tls, token=token)
+    return GrpcTransport(host, int(port), link, tls=tls, token=token)

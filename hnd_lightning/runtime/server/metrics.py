@@ -1,5 +1,6 @@
 """Prometheus metrics of a server (scraped at `GET /metrics`): requests, failures, batch sizes, queue
-and compute time per model. Each server has its own registry, so several can live in one process."""
+and compute time per model, refused tokens and limits hit. Each server has its own registry, so
+several can live in one process."""
 
 from __future__ import annotations
 
@@ -42,6 +43,27 @@ class ServerMetrics:
         )
         self.compute_seconds = Histogram(
             "hnd_compute_seconds", "Time a batch computed", ["model"], buckets=SECONDS_BUCKETS, registry=self.registry
+        )
+
+        self.auth_failures = Counter(
+            "hnd_auth_failures",
+            "Requests refused for a missing or wrong bearer token",
+            ["protocol", "reason"],
+            registry=self.registry,
+        )
+        self.limit_hits = Counter(
+            "hnd_limit_hits",
+            "Connections and requests refused or cut off by a limit (limits.*)",
+            ["protocol", "limit"],
+            registry=self.registry,
+        )
+        self.open_connections = Gauge(
+            "hnd_open_connections", "Open connections admitted under the cap", ["protocol"], registry=self.registry
+        )
+        self.rpcs_in_progress = Gauge(
+            "hnd_rpcs_in_progress",
+            "gRPC calls being handled (under limits.grpc_max_concurrent_rpcs)",
+            registry=self.registry,
         )
 
     def observe_request(self, model: str, protocol: str, failure_kind: str | None = None) -> None:

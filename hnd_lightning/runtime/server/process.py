@@ -67,9 +67,10 @@ class ServerProcess:
         return self
 
     def url(self, protocol: str) -> str:
+        """`http://HOST:PORT` or `grpc://HOST:PORT`; `https://` / `grpcs://` when the server announced TLS."""
         host = self.description["host"]
         port = self.description["http_port" if protocol == "http" else "grpc_port"]
-        return f"{protocol}://{host}:{port}"
+        return f"{protocol}{'s' if self.description.get('tls') else ''}://{host}:{port}"
 
     def terminate(self) -> None:
         """Send SIGTERM (the graceful stop) without waiting."""

@@ -5,43 +5,50 @@
 
 Stopping (a signal, `stop()` or leaving the `with`) refuses new inference requests with 503 /
 UNAVAILABLE, answers every request already received, then closes both ports. Port 0 picks a free port;
-the bound ports are `http_port` and `grpc_port` once started.
+the bound ports are `http_port` and `grpc_port` once started. `tls`, `token` and `limits` put the
+guards of `security.py`, `limits.py` and `http_guard.py` on both ports.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import uvicorn
 from tritonclient.grpc import service_pb2_grpc
 
 from hnd_lightning.runtime.server.grpc_servicer import GrpcInferenceServicer
+from hnd_lightning.runtime.server.http_guard import guarded_protocol
+from hnd_lightning.runtime.server.limits import (
+    GuardedUvicorn,
+    Limits,
+    RpcLimitInterceptor,
+    grpc_options,
+    ignore_disconnects,
+)
 from hnd_lightning.runtime.server.rest_app import build_rest_app
+from hnd_lightning.runtime.server.security import BearerTokenMiddleware, ServerTls, TokenInterceptor
 from hnd_lightning.runtime.server.service import InferenceService
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Where the server listens and how long it waits for requests in flight when stopping."""
+    """Where the server listens, how long it waits for requests in flight when stopping, its TLS, the
+    bearer token it requires (None: none) and its limits (None: uvicorn's and gRPC's defaults, which
+    hold nothing back; for measuring what the limits cost)."""
 
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
     shutdown_timeout_s: float = 30.0
     log_level: str = "warning"
-
-
-class _Uvicorn(uvicorn.Server):
-    # Signals are the lifecycle's business: it drains both protocols, not just HTTP.
-    @contextlib.contextmanager
-    def capture_signals(self):
-        yield
+    tls: ServerTls | None = None
+    token: str | None = field(default=None, repr=False)
+    limits: Limits | None = field(default_factory=Limits)
 
 
 class InferenceServer:
@@ -62,14 +69,23 @@ class InferenceServer:
         http_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         http_socket.bind((settings.host, settings.http_port))
         self.http_port = http_socket.getsockname()[1]
+        limits, metrics = settings.limits, self.service.metrics
+        app, options = build_rest_app(self.service), settings.tls.uvicorn_options() if settings.tls else {}
+        if settings.token:
+            app = BearerTokenMiddleware(app, settings.token, metrics)
+        if limits:
+            app = ignore_disconnects(app)
+            options.update(http=guarded_protocol(limits, metrics), timeout_keep_alive=limits.idle_timeout_s)
         config = uvicorn.Config(
-            build_rest_app(self.service),
+            app,
             log_level=settings.log_level,
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=settings.shutdown_timeout_s,
+            **options,
         )
-        self._http = _Uvicorn(config)
+        self._http = GuardedUvicorn(config)
+        self._http.handshake_timeout_s = limits.handshake_timeout_s if limits else None
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve(sockets=[http_socket]))
         while not self._http.started:
             if self._http_task.done():
@@ -78,12 +94,17 @@ class InferenceServer:
             await asyncio.sleep(0.005)
         # gRPC's own size cap sits above max_request_bytes so oversized requests get INVALID_ARGUMENT from us
         message_cap = 4 * self.service.max_request_bytes + (1 << 20)
+        interceptors = [TokenInterceptor(settings.token, metrics)] if settings.token else []
+        if limits:
+            interceptors.append(RpcLimitInterceptor(limits, metrics))
         self._grpc = grpc.aio.server(
+            interceptors=interceptors or None,
             options=[
                 ("grpc.max_receive_message_length", message_cap),
                 ("grpc.max_send_message_length", message_cap),
                 ("grpc.so_reuseport", 0),  # a taken port is an error, not a shared one
-            ]
+                *(grpc_options(limits) if limits else []),
+            ],
         )
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(GrpcInferenceServicer(self.service), self._grpc)
         address = (
@@ -91,7 +112,10 @@ class InferenceServer:
             if ":" in settings.host
             else f"{settings.host}:{settings.grpc_port}"
         )
-        self.grpc_port = self._grpc.add_insecure_port(address)
+        if settings.tls:
+            self.grpc_port = self._grpc.add_secure_port(address, settings.tls.grpc_credentials())
+        else:
+            self.grpc_port = self._grpc.add_insecure_port(address)
         await self._grpc.start()
 
     async def stop(self) -> None:
@@ -153,7 +177,8 @@ class ServerThread:
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.server.settings.host}:{self.server.http_port}"
+        scheme = "https" if self.server.settings.tls else "http"
+        return f"{scheme}://{self.server.settings.host}:{self.server.http_port}"
 
     @property
     def grpc_url(self) -> str:
