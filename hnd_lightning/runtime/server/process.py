@@ -35,10 +35,17 @@ class ServerProcess:
     """`python -m hnd_lightning.serve <overrides>` as a child process; use as a context manager.
 
     `description` is the announced JSON (ports, models); `output` collects the child's output lines.
+    `module` is what runs (`python -m <module> <overrides>`): any that announces itself the same way.
     """
 
-    def __init__(self, overrides: Sequence[str], threads: int | None = 1, start_timeout_s: float = 180.0) -> None:
-        self.overrides, self.start_timeout_s = list(overrides), start_timeout_s
+    def __init__(
+        self,
+        overrides: Sequence[str],
+        threads: int | None = 1,
+        start_timeout_s: float = 180.0,
+        module: str = "hnd_lightning.serve",
+    ) -> None:
+        self.overrides, self.start_timeout_s, self.module = list(overrides), start_timeout_s, module
         self.env = dict(os.environ)
         if threads:
             self.env["OMP_NUM_THREADS"] = str(threads)
@@ -55,7 +62,7 @@ class ServerProcess:
         self._ready.set()  # the process ended
 
     def start(self) -> ServerProcess:
-        command = [sys.executable, "-m", "hnd_lightning.serve", *self.overrides]
+        command = [sys.executable, "-m", self.module, *self.overrides]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env
         )
