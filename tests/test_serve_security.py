@@ -140,6 +140,8 @@ def test_the_token_guards_inference_and_metadata_health_stays_open_and_refusals_
                 with pytest.raises(InferenceError, match="401|UNAUTHENTICATED") as refused:
                     connect(url, tls=client_tls(pki), token=token).infer("echo", X, ["y"])
                 assert refused.value.kind == "unauthenticated"
+            with pytest.raises(InferenceError, match="401|UNAUTHENTICATED"):  # not "no such model"
+                connect(url, tls=client_tls(pki)).metadata("echo")
             transport = connect(url, tls=client_tls(pki), token=TOKEN)
             assert transport.metadata("echo")["inputs"][0]["name"] == "x"
             assert doubled(transport.infer("echo", X, ["y"])) == [2.0, 5.0]

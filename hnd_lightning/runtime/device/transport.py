@@ -78,7 +78,10 @@ class HttpTransport:
         return self._get(f"/v2/models/{model}/ready" if model else "/v2/health/ready")[0] == 200
 
     def metadata(self, model: str) -> dict[str, Any] | None:
+        """The model's metadata; None when the server has no such model. A refused token raises."""
         status, body = self._get(f"/v2/models/{model}")
+        if status == 401:
+            raise InferenceError(f"HTTP 401: {json.loads(body).get('error', '')}", "unauthenticated")
         return json.loads(body) if status == 200 else None
 
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> Reply:
@@ -149,7 +152,9 @@ class GrpcTransport:
             response = self._stub.ModelMetadata(
                 self._pb.ModelMetadataRequest(name=model), timeout=self.timeout_s, metadata=self._metadata
             )
-        except self._grpc.RpcError:
+        except self._grpc.RpcError as error:
+            if error.code() == self._grpc.StatusCode.UNAUTHENTICATED:
+                raise InferenceError(f"gRPC UNAUTHENTICATED: {error.details()}", "unauthenticated") from None
             return None
         tensors = lambda items: [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in items]  # noqa: E731
         return {
