@@ -165,9 +165,9 @@ def test_the_token_guards_inference_and_metadata_health_stays_open_and_refusals_
             for reason in ("missing", "invalid")
         }
         assert counts == {
-            ("http", "missing"): 4,
+            ("http", "missing"): 5,
             ("http", "invalid"): 4,
-            ("grpc", "missing"): 3,
+            ("grpc", "missing"): 4,
             ("grpc", "invalid"): 1,
         }
 
