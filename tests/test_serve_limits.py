@@ -127,7 +127,7 @@ def test_a_sender_of_one_byte_a_second_is_cut_off_within_the_timeout_in_the_head
             response, seconds = results[part]
             status, error = status_and_error(response)
             assert status == 408 and f"limits.{setting}=1" in error
-            assert seconds < 1.0 + 1.0 + 1.5  # the timeout, the linger that lets the answer be read, slack
+            assert seconds < 1.0 + 1.0 + 4  # the timeout, the linger that lets the answer be read, slack; not 130 s
         assert limit_hits(server, "http", "header_timeout") == 1 and limit_hits(server, "http", "body_timeout") == 1
         reply = connect(server.http_url).infer("echo", {"x": np.array([1.5], np.float32)}, ["y"])
         assert float(reply.outputs["y"][0]) == 3.0
@@ -141,7 +141,7 @@ def test_connections_without_a_request_are_closed_after_the_idle_timeout():
         (connection,) = list(kept_alive.pool.queue)
         for sock in fresh:
             data, seconds = read_until_closed(sock)
-            assert data == b"" and seconds < 3
+            assert data == b"" and seconds < 6
             sock.close()
         time.sleep(0.3)
         assert connection.is_connected is False  # the server closed the kept-alive one too
@@ -189,13 +189,14 @@ def test_grpc_closes_a_silent_connection_and_refuses_connections_past_the_cap():
         port = server.server.grpc_port
         with socket.create_connection(("127.0.0.1", port)) as silent:
             _, seconds = read_until_closed(silent)  # gRPC sends its settings, then closes at the handshake timeout
-        assert 0.5 < seconds < 3
+        assert 0.5 < seconds < 6
         held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
-        time.sleep(0.2)
-        started = time.monotonic()
+        for sock in held:  # the server's HTTP/2 settings arrive once it has accepted (and counted) the connection
+            sock.settimeout(10)
+            assert sock.recv(9)
         with pytest.raises(grpc.RpcError) as refused:
             grpc_live(port)
-        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() - started < 2.5
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # refused, not DEADLINE_EXCEEDED
         for sock in held:
             sock.close()
         time.sleep(0.2)
@@ -218,7 +219,7 @@ def test_grpc_refuses_calls_past_the_concurrent_rpc_cap_and_oversized_metadata()
         started = time.monotonic()
         with pytest.raises(InferenceError, match="RESOURCE_EXHAUSTED.*limits.grpc_max_concurrent_rpcs"):
             connect(url).infer("gated", {"x": np.array([9.0], np.float32)}, ["y"])
-        assert time.monotonic() - started < 2  # refused at once, not queued
+        assert time.monotonic() - started < 5  # refused at once, not queued behind the gate
         model.gate.set()
         for thread in threads:
             thread.join(30)

@@ -89,7 +89,7 @@ def test_tls_clients_are_served_and_plain_or_other_ca_clients_refused_on_both_pr
         with socket.create_connection(("127.0.0.1", server.server.http_port)) as silent:
             silent.settimeout(8)
             started = time.monotonic()
-            assert silent.recv(100) == b"" and time.monotonic() - started < 3
+            assert silent.recv(100) == b"" and time.monotonic() - started < 6
 
 
 def test_mutual_tls_serves_clients_with_a_ca_signed_certificate_only(pki):
