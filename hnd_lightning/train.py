@@ -21,9 +21,8 @@ from hnd_lightning.runs.record import (
     RESULTS_FILE,
     RunInterrupted,
     completed_results,
-    failed_results,
     in_multirun,
-    write_results,
+    record_failure,
 )
 from hnd_lightning.runs.sweep import write_summary  # also registers the run-directory resolver before Hydra resolves
 from hnd_lightning.runs.training import train
@@ -57,8 +56,7 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as error:
         # Record the failure for the sweep summary; in a multirun, return so the other jobs still run
         # (Hydra's basic sweeper would stop the sweep and skip the summary on a raised error).
-        if rank_zero_only.rank == 0:
-            write_results(output_dir, failed_results(cfg, error, time.perf_counter() - started))
+        record_failure(cfg, error, time.perf_counter() - started, rank_zero_only.rank)
         if not in_multirun():
             raise
         log.exception("Job failed; recorded in %s and the sweep goes on", output_dir / RESULTS_FILE)

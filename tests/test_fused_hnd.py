@@ -154,6 +154,55 @@ def test_repeated_sizes_are_rejected():
         FusedHNDMethod(build_teacher("densenet169", 3), "densenet169", 3, 32, [3, 3])
 
 
+class FirstStep(pl.Callback):
+    """The first training step's backward passes and every trained parameter's gradient at its optimizer steps."""
+
+    def __init__(self) -> None:
+        self.backwards = 0
+        self.gradients: dict[str, torch.Tensor] = {}
+
+    def on_before_backward(self, trainer: pl.Trainer, method: FusedHNDMethod, loss: torch.Tensor) -> None:
+        self.backwards += 1
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, method: FusedHNDMethod, optimizer) -> None:
+        self.gradients |= {name: p.grad.clone() for name, p in method.named_parameters() if p.grad is not None}
+
+
+def first_step(image_folder, tmp_path, monkeypatch, processes: int) -> FirstStep:
+    # the training step backs the summed loss once when it runs on several processes (DDP), else each
+    # student's loss in turn; here both run in one process, the first with a world size made to read 2
+    monkeypatch.setattr(pl.Trainer, "world_size", property(lambda trainer: processes))
+    overrides = [*short_run_overrides(image_folder, "[3,6]"), "+trainer.fast_dev_run=1"]
+    datamodule, method, trainer = setup_run(compose_train_config(overrides, tmp_path / f"world{processes}"))
+    recorder = FirstStep()
+    trainer.callbacks.append(recorder)
+    trainer.fit(method, datamodule=datamodule)
+    return recorder
+
+
+def test_one_backward_of_the_summed_losses_gives_each_student_its_own_gradients(image_folder, tmp_path, monkeypatch):
+    summed = first_step(image_folder, tmp_path, monkeypatch, 2)
+    separate = first_step(image_folder, tmp_path, monkeypatch, 1)
+    assert (summed.backwards, separate.backwards) == (1, 2)
+    assert summed.gradients.keys() == separate.gradients.keys()
+    assert {name.split(".")[1] for name in summed.gradients} == {"b3", "b6"}
+    for name, gradient in separate.gradients.items():
+        assert torch.equal(summed.gradients[name], gradient), name
+
+
+def test_fused_hnd_refuses_16_mixed_naming_the_precisions_to_use(image_folder, tmp_path):
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    cfg = compose_train_config(short_run_overrides(image_folder, "[3,6]"), tmp_path)
+    datamodule, method, _ = setup_run(cfg)
+    # what precision=16-mixed builds on a GPU (Lightning turns the flag into bf16-mixed on the CPU)
+    trainer = pl.Trainer(
+        accelerator="cpu", plugins=[MixedPrecision("16-mixed", "cpu")], fast_dev_run=1, logger=False
+    )
+    with pytest.raises(ValueError, match=r"16-mixed.*trainer.precision=bf16-mixed.*or 32-true.*method=hnd"):
+        trainer.fit(method, datamodule=datamodule)
+
+
 class HeadsAtValidation(pl.Callback):
     """Each student's val acc1 and head weights after every validation epoch (sanity check excluded)."""
 

@@ -70,6 +70,25 @@ def test_device_and_server_parts_compose_to_the_quantized_model(tmp_path):
         torch.testing.assert_close(float_server(float_device(x)), student(x))
 
 
+def test_the_8_bit_test_under_bf16_autocast_computes_what_the_bf16_server_computes():
+    from hnd_lightning.models import build_student, build_teacher
+
+    torch.manual_seed(0)
+    student, _ = build_student(build_teacher("densenet169", 3), "densenet169", 3, 32)
+    student.eval()
+    x = torch.randn(2, 3, 32, 32)
+    device, server = split_parts(student)
+    decoder_inputs = []
+    student.decoder.register_forward_pre_hook(lambda module, args: decoder_inputs.append(args[0].dtype))
+    # precision=bf16-mixed tests under autocast; `serve bf16_autocast=true` runs its server part under autocast
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        tested = with_quantized_bottleneck(student)(x)
+        served = server(*device(x))
+    # the dequantized tensor reaches the decoder in float32 on both sides, so the logits agree to the bit
+    assert decoder_inputs == [torch.float32, torch.float32]
+    assert torch.equal(tested, served)
+
+
 def _evaluate_config(artifacts: Path, data_root: Path, output_dir: Path):
     overrides = [
         f"artifacts={artifacts}",

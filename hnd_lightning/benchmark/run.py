@@ -48,6 +48,7 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
     device = resolve_device(cfg.device)
+    torch.backends.cudnn.benchmark = True  # as in training (conf/trainer/default.yaml `benchmark`)
     settings = collect_settings(cfg, device)
     log.info("Benchmark settings: %s", json.dumps(settings))
     batch = make_batch(cfg, device, cfg.seed)

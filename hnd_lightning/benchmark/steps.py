@@ -73,16 +73,25 @@ def quiet_lightning() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
+def lightning_devices(device: torch.device) -> tuple[str, list[int] | int]:
+    """The Trainer's `accelerator` and `devices` that run on `device`: ("gpu", [N]) for cuda:N (plain "cuda":
+    the current GPU), ("cpu", 1) otherwise. `devices=1` on a GPU would always mean GPU 0."""
+    if device.type != "cuda":
+        return "cpu", 1
+    return "gpu", [device.index if device.index is not None else torch.cuda.current_device()]
+
+
 def time_lightning_step(
     method: SplitComputingMethod, cfg: DictConfig, device: torch.device, batch: Batch
 ) -> list[float]:
     """Seconds per optimizer step of `method` run by a Lightning Trainer, for the `repeats` timed steps."""
     timer = StepTimer(device)
+    accelerator, devices = lightning_devices(device)
     with quiet_lightning(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*(no `val_dataloader`|LeafSpec|does not have many workers).*")
         trainer = pl.Trainer(
-            accelerator="gpu" if device.type == "cuda" else "cpu",
-            devices=1,
+            accelerator=accelerator,
+            devices=devices,
             precision=LIGHTNING_PRECISION[cfg.dtype],
             max_epochs=1,
             limit_val_batches=0,
@@ -94,6 +103,9 @@ def time_lightning_step(
             callbacks=[timer],
         )
         trainer.fit(method, train_dataloaders=repeated_loader(batch, cfg.warmup + cfg.repeats))
+    # Lightning's teardown moved the module to the CPU (Strategy.teardown); back, so that every round
+    # starts as the first one and the peak memory counts its weights once
+    method.to(device)
     return timed(timer.ends, cfg.warmup)
 
 

@@ -7,12 +7,14 @@
   (`files.atomic_write`). Loading a damaged checkpoint names the file and the newest good one.
 - `RecoveryCheckpoint` (conf/callbacks/default.yaml): the only writer of `<dirpath>/last.ckpt`: after
   every training epoch (Lightning's `save_last` skips epochs without a new best), every
-  `every_minutes` within an epoch, and on SIGTERM at the step where training stopped.
+  `every_minutes` within an epoch (decided by every rank alike, without a collective per step), and on
+  SIGTERM at the step where training stopped.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import zipfile
 from collections.abc import Callable
@@ -126,7 +128,12 @@ class RecoveryCheckpoint(pl.Callback):
         dirpath: the checkpoint folder (the same as ModelCheckpoint's).
         every_minutes: also save within an epoch once this much time has passed since the last save
             (None or 0: only after each epoch and on SIGTERM). A SIGKILL then loses at most this much
-            training plus the step in flight.
+            training (plus up to 1/20 of it, see below) and the step in flight.
+
+    Every rank must take part in a save, so they decide together, without a collective per step: the
+    clock is read only at check steps, where rank zero's decision and the step of the next check are
+    broadcast; the next check comes after about `every_minutes / 20` (at most a minute) of training at
+    rank zero's measured step time, so a run makes a few broadcasts an hour, whatever its length.
 
     `run_settings` (set by `runs.training.train`) is stored in every checkpoint of the run under
     `RUN_SETTINGS_KEY`, so that a later `resume=auto` can tell whether the settings still match.
@@ -141,10 +148,16 @@ class RecoveryCheckpoint(pl.Callback):
         self.interval_seconds = 60.0 * every_minutes if every_minutes else None
         self.run_settings: dict[str, Any] | None = None
         self._last_save = time.monotonic()
+        self._reset_schedule()
 
     @property
     def last_path(self) -> Path:
         return self.dirpath / LAST_CHECKPOINT
+
+    @property
+    def check_seconds(self) -> float:
+        """Training time between two checks of the clock: 1/20 of the interval, at most a minute."""
+        return min(self.interval_seconds / 20, 60.0) if self.interval_seconds else math.inf
 
     def save(self, trainer: pl.Trainer) -> None:
         """Write `last.ckpt` now (every rank calls it; rank zero writes)."""
@@ -155,15 +168,29 @@ class RecoveryCheckpoint(pl.Callback):
     def _skip(trainer: pl.Trainer) -> bool:
         return bool(trainer.fast_dev_run) or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING
 
+    def _reset_schedule(self) -> None:
+        # batches since training started (the same count on every rank), and the one at which to check next
+        self._batches, self._next_check, self._last_check = 0, 1, (0, time.monotonic())
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save = time.monotonic()
+        self._reset_schedule()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if self.interval_seconds is None or self._skip(trainer):
             return
-        due = time.monotonic() - self._last_save >= self.interval_seconds
-        # one decision for every rank (their clocks differ), as all of them take part in a save
-        if trainer.strategy.broadcast(due):
+        self._batches += 1
+        if self._batches < self._next_check:
+            return
+        now = time.monotonic()
+        checked_batches, checked_at = self._last_check
+        step_seconds = (now - checked_at) / max(self._batches - checked_batches, 1)
+        due = now - self._last_save >= self.interval_seconds
+        wait = max(1, int(self.check_seconds / max(step_seconds, 1e-6)))
+        # rank zero's clock decides for every rank (their clocks differ), as all of them take part in a save
+        due, self._next_check = trainer.strategy.broadcast((due, self._batches + wait))
+        self._last_check = (self._batches, now)
+        if due:
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
@@ -54,6 +55,23 @@ def eval_transform(input_size: int, resize_size: int, mean: Sequence[float], std
     )
 
 
+def evaluation_sampler(dataset: Dataset) -> UnrepeatedDistributedSampler | None:
+    """Under DDP, each rank's share of `dataset` for evaluation, every image in exactly one share (the shares
+    differ by at most one image); None on one process. Lightning's own sampler pads the shares to equal size
+    with repeated images, which validation and test would count twice."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    processes = torch.distributed.get_world_size()
+    if processes == 1:
+        return None
+    if len(dataset) < processes:  # a rank without any batch would miss the metrics' collectives
+        raise ValueError(
+            f"{len(dataset)} evaluation images cannot be shared by {processes} processes: hold out more images "
+            f"(data.holdout) or use fewer processes (trainer.devices, trainer.num_nodes)."
+        )
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)
+
+
 def layout_help(root: Path, train_dir: str, test_dir: str) -> str:
     return (
         f"Expected the ImageFolder layout under {str(root)!r}:\n"
@@ -72,7 +90,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
     images come in a seeded class-interleaved order (`class_interleaved_order`): any prefix of them is a
     stratified sample, and the full sets are unchanged. `on_bad_image` ("error" or "skip") decides what
     an unreadable image does (see `hnd_lightning.data.images`); `bad_images` lists the skipped ones.
-    Batches are (images (N, 3, input_size, input_size) float32 normalized, labels (N,) int64).
+    Batches are (images (N, 3, input_size, input_size) float32 normalized, labels (N,) int64). Under DDP
+    every validation and test image is evaluated once, on one rank (`evaluation_sampler`).
     """
 
     def __init__(
@@ -212,10 +231,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset, batch_size: int, training: bool) -> DataLoader:
         skipping = self.bad_image_record is not None
+        dataset = ReplaceUnreadable(dataset) if skipping and training else dataset
         return DataLoader(
-            ReplaceUnreadable(dataset) if skipping and training else dataset,
+            dataset,
             batch_size=batch_size,
             shuffle=training,
+            sampler=None if training else evaluation_sampler(dataset),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,

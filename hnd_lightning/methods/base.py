@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hnd_lightning.files import write_json
-from hnd_lightning.methods.evaluation import accuracy_metrics, count_parameters
+from hnd_lightning.methods.evaluation import accuracy_metrics, count_parameters, share_trained_buffers
 from hnd_lightning.models import SplitModel, with_quantized_bottleneck
 from hnd_lightning.models.quantization import model_payload
 
@@ -196,6 +196,11 @@ class SplitComputingMethod(pl.LightningModule):
                     self.log(key, value, prog_bar=key == f"{stage}/{metric}", sync_dist=True)
             values[name] = {metric: float(value) for metric, value in computed.items()}
         return values
+
+    def on_validation_epoch_start(self) -> None:
+        share_trained_buffers(self)  # under DDP every rank evaluates rank zero's batch-norm statistics
+
+    on_test_epoch_start = on_validation_epoch_start
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -2,7 +2,7 @@
 
 Every bottleneck size of a sweep distills the same frozen teacher head on the same data, so one run
 loads and augments each batch once and runs the teacher head once, then steps every student head
-with its own optimizer and LR scheduler. Each student is otherwise trained exactly as if alone:
+with its own optimizer and LR scheduler (under DDP after one backward of the students' summed losses). Each student is otherwise trained exactly as if alone:
 
 - its weights start as in a single run with the same seed (the RNG is rewound to the same state
   before each student is built), so the first student sees the very batches its single run sees;
@@ -85,17 +85,38 @@ class FusedHNDMethod(SplitComputingMethod):
         return next(iter(self.students.values()))
 
     # ----------------------------------------------------------------- training
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.trainer.precision == "16-mixed":
+            # Lightning's MixedPrecision.optimizer_step calls GradScaler.update() after every optimizer's
+            # step, so from the second optimizer on the gradients are unscaled with a changed scale.
+            raise ValueError(
+                "method=fused_hnd cannot train with trainer.precision=16-mixed: Lightning updates the fp16 loss "
+                "scale after each of the students' optimizers, so the later students' gradients are unscaled "
+                "wrongly. Use trainer.precision=bf16-mixed (GPUs with bfloat16: A100, H100, L4, RTX 30xx and "
+                "newer) or 32-true, or train one size per run with method=hnd (16-mixed works there)."
+            )
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, _ = batch
         with torch.no_grad():
             target = self.teacher_head(images)
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        for (name, student), optimizer in zip(self.students.items(), optimizers):
-            # One student at a time: its graph is freed before the next one is built.
-            loss = F.mse_loss(student.head(images), target, reduction="sum")
+        for optimizer in optimizers:
             optimizer.zero_grad()
-            self.manual_backward(loss)
+        # DDP all-reduces every trained parameter's gradient within one backward, so there the students'
+        # summed loss has a single backward; they share no trained parameter, so each still gets exactly
+        # the gradient of its own loss. On one device each student's graph is freed before the next is built.
+        together = self.trainer.world_size > 1
+        losses = {}
+        for name, student in self.students.items():
+            losses[name] = F.mse_loss(student.head(images), target, reduction="sum")
+            if not together:
+                self.manual_backward(losses[name])
+        if together:
+            self.manual_backward(torch.stack(list(losses.values())).sum())
+        for (name, loss), optimizer in zip(losses.items(), optimizers):
             optimizer.step()
             for key in self.metric_keys("train", name, "loss"):
                 self.log(

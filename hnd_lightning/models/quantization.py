@@ -130,10 +130,15 @@ class Dequantize(nn.Module):
 
 
 class QuantizeDequantize(nn.Module):
-    """What the 8-bit link does to a tensor, in one module: `dequantize(quantize(x))`, same shape and dtype."""
+    """What the 8-bit link does to a tensor, in one module: `dequantize(quantize(x))`, same shape.
+
+    Float32 out, as the server's `Dequantize` gives its decoder, whenever autocast picks the decoder's
+    dtype (bf16-mixed: the decoder's first batch norm then runs in float32 there as here); else `x`'s dtype.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return quantize(x).dequantize().to(x.dtype)
+        restored = quantize(x).dequantize()
+        return restored if torch.is_autocast_enabled(x.device.type) else restored.to(x.dtype)
 
 
 def with_quantized_bottleneck(model: SplitModel) -> SplitModel:

@@ -89,6 +89,19 @@ def failed_results(cfg: DictConfig, error: BaseException, wall_seconds: float) -
     }
 
 
+def record_failure(cfg: DictConfig, error: BaseException, wall_seconds: float, rank: int) -> None:
+    """Write `failed_results` as results.json (on rank zero) and, when every rank raised `error` in the same
+    step (`raised_on_every_rank`, e.g. the finite-loss guard's), hold every rank at a barrier until it is
+    written: Lightning's launcher kills the main process as soon as another rank exits non-zero."""
+    if rank == 0:
+        write_results(cfg.paths.output_dir, failed_results(cfg, error, wall_seconds))
+    if getattr(error, "raised_on_every_rank", False):
+        import torch.distributed
+
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+
 def interrupted_results(
     cfg: DictConfig, interruption: BaseException, wall_seconds: float, progress: dict[str, Any] | None = None
 ) -> dict[str, Any]:

@@ -33,6 +33,8 @@ def _dirname_part(value: Any) -> str:
 
 # conf/hydra/default.yaml names each job's run directory with it (imported before Hydra resolves the names).
 OmegaConf.register_new_resolver("hnd_dirname", _dirname_part, replace=True)
+# `${hnd_sum:${data.num_workers},1}`: conf/hydra/launcher/slurm.yaml's cores per task
+OmegaConf.register_new_resolver("hnd_sum", lambda *values: sum(int(value) for value in values), replace=True)
 
 
 # ----------------------------------------------------------------------------- one job of a sweep

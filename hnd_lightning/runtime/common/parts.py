@@ -7,6 +7,7 @@ TorchRunner / OnnxRunner         -> numpy arrays in, numpy logits out, on cpu or
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch import nn
 
 from hnd_lightning.models.artifacts import SPLIT_JSON
 from hnd_lightning.models.teacher import build_teacher
-from hnd_lightning.profiling import resolve_device, synchronize
+from hnd_lightning.profiling import resolve_device
 
 RUNTIMES = ("torch", "onnxruntime")
 SERVER_MODEL = "server"
@@ -96,27 +97,61 @@ def load_teacher(teacher: str | None, metadata: dict[str, Any], artifacts: str |
 
 class TorchRunner:
     """Runs a module on numpy inputs: arrays in the module's argument order -> its output(s) as numpy
-    (a tuple for a module that returns one; bf16 results come back as float32)."""
+    (a tuple for a module that returns one; bf16 results come back as float32).
+
+    On a GPU each runner queues its work on its own CUDA stream and waits for that stream only, so
+    models served side by side on one GPU neither serialize on the default stream nor count each
+    other's kernels in their compute time.
+    """
 
     def __init__(self, module: nn.Module, device: str = "cpu", bf16_autocast: bool = False) -> None:
         self.device = resolve_device(device)
         self.module = module.eval().to(self.device)
         self.bf16_autocast = bf16_autocast
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        if self.stream is not None:  # the weights were copied on the default stream
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))
         self.description = f"torch {torch.__version__} on {self.device}" + (" (bf16 autocast)" if bf16_autocast else "")
 
     @torch.inference_mode()
     def __call__(self, *arrays: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
-        tensors = [torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True) for array in arrays]
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16_autocast):
-            output = self.module(*tensors)
-        synchronize(self.device)
-        if isinstance(output, tuple):
-            return tuple(_to_numpy(tensor) for tensor in output)
-        return _to_numpy(output)
+        with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+            tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device, non_blocking=True) for a in arrays]
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16_autocast):
+                output = self.module(*tensors)
+            outputs = output if isinstance(output, tuple) else (output,)
+            # on the GPU the copies back wait for this stream's kernels, not for other models'
+            results = tuple(_to_numpy(tensor) for tensor in outputs)
+        return results if isinstance(output, tuple) else results[0]
 
 
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).cpu().numpy()
+
+
+def onnx_providers(device: torch.device, available: Sequence[str]) -> list[Any]:
+    """onnxruntime's execution providers for `device`: the CUDA provider on GPU `device.index` (0 for plain
+    "cuda"), or the CPU's. Raises on a GPU `device` without the CUDA provider in `available`."""
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        raise RuntimeError(
+            f"device={device} with runtime=onnxruntime needs onnxruntime's CUDAExecutionProvider; this onnxruntime "
+            f"has {list(available)}. Install the GPU build matching your CUDA (pip install onnxruntime-gpu, in place "
+            "of onnxruntime), or serve with runtime=torch, or device=cpu."
+        )
+    return [("CUDAExecutionProvider", {"device_id": device.index or 0})]
+
+
+def check_session_providers(device: torch.device, providers: Sequence[str], version: str) -> None:
+    """Refuse a session that onnxruntime quietly put on the CPU although `device` is a GPU (its CUDA
+    provider failed to load: a CUDA or cuDNN library missing or of the wrong version)."""
+    if device.type == "cuda" and (not providers or providers[0] != "CUDAExecutionProvider"):
+        raise RuntimeError(
+            f"device={device}: onnxruntime {version} could not start its CUDA provider and would run on {providers}. "
+            "Its CUDA and cuDNN libraries must match the onnxruntime-gpu build (onnxruntime's log above names the "
+            "missing library); or serve with runtime=torch, or device=cpu."
+        )
 
 
 class OnnxRunner:
@@ -137,12 +172,10 @@ class OnnxRunner:
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        providers = (
-            ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            if resolve_device(device).type == "cuda"
-            else ["CPUExecutionProvider"]
-        )
+        wanted = resolve_device(device)
+        providers = onnx_providers(wanted, onnxruntime.get_available_providers())
         self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+        check_session_providers(wanted, self.session.get_providers(), onnxruntime.__version__)
         names = [node.name for node in self.session.get_inputs()]
         if names != list(input_names):
             raise ValueError(

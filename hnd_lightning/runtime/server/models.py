@@ -27,7 +27,7 @@ from hnd_lightning.runtime.common.parts import (
     find_split_artifacts,
     load_teacher,
 )
-from hnd_lightning.runtime.common.protocol import InferenceError, TensorSpec
+from hnd_lightning.runtime.common.protocol import DATATYPES, InferenceError, TensorSpec
 
 SPLIT_INPUTS = ("bottleneck", "scale", "zero_point")
 SERVER_ONNX = "server.onnx"
@@ -50,6 +50,15 @@ class ServedModel:
     def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """A batch of prepared inputs (concatenated along the first dimension) -> outputs by name."""
         return {self.outputs[0].name: self.runner(*(batch[spec.name] for spec in self.inputs))}
+
+    def example_batch(self) -> dict[str, np.ndarray]:
+        """One all-zero row per declared input, as `run` takes it (the warm-up batch)."""
+        return {spec.name: np.zeros((1, *spec.shape[1:]), DATATYPES[spec.datatype]) for spec in self.inputs}
+
+    def warm_up(self) -> None:
+        """Run `example_batch` once: CUDA context, cuDNN's algorithm choice and the first allocations happen
+        here, before the server reports ready, instead of in the first client's request."""
+        self.run(self.example_batch())
 
     def describe(self) -> dict[str, Any]:
         """The protocol's model metadata."""
@@ -80,6 +89,9 @@ class TeacherModel(ServedModel):
         started = time.perf_counter()
         images = np.stack([decode_jpeg(data, self.metadata, "image") for data in arrays["image"].reshape(-1)])
         return {"image": images}, 1000 * (time.perf_counter() - started)
+
+    def example_batch(self) -> dict[str, np.ndarray]:
+        return {"image": np.zeros((1, *self.metadata["input"]["shape"]), np.float32)}  # a decoded image
 
 
 def split_specs(metadata: dict[str, Any]) -> tuple[list[TensorSpec], list[TensorSpec]]:

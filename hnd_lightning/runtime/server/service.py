@@ -35,7 +35,8 @@ class BatchingSettings:
 
 
 class InferenceService:
-    """Models, batchers, metrics and the server's state; `start()` inside the serving event loop."""
+    """Models, batchers, metrics and the server's state; `start()` inside the serving event loop (it runs
+    one warm-up batch through every model first, so the server is ready only once each has computed)."""
 
     def __init__(
         self, models: dict[str, ServedModel], batching: BatchingSettings, max_request_bytes: int = 16 << 20
@@ -49,6 +50,9 @@ class InferenceService:
         self.in_flight = 0
 
     async def start(self) -> None:
+        # ready only once every model has run one batch (see ServedModel.warm_up)
+        for model in self.models.values():
+            await asyncio.to_thread(model.warm_up)
         settings = self.batching
         self.batchers = {
             name: DynamicBatcher(
