@@ -155,3 +155,11 @@ def test_peak_memory_is_unavailable_where_the_process_peak_cannot_be_read(tmp_pa
 def test_bad_options_are_named(override, message):
     with pytest.raises(ValueError, match=message):
         run_benchmark(compose_bench_config(TINY + [override, "memory=false"]))
+
+
+def test_the_lightning_subjects_run_on_the_benchmarked_device():
+    from hnd_lightning.benchmark.steps import lightning_devices
+
+    # devices=1 would put a `device=cuda:2` benchmark's Lightning steps on GPU 0
+    assert lightning_devices(torch.device("cuda:2")) == ("gpu", [2])
+    assert lightning_devices(torch.device("cpu")) == ("cpu", 1)

@@ -383,3 +383,21 @@ def test_two_processes_materialize_the_bundled_data_once(tmp_path):
     assert len(list(root.glob("train/*/*.png"))) == 8 and len(list(root.glob("val/*/*.png"))) == 4
     assert not list(root.parent.glob(".staging-*"))
     assert (root.stat().st_mode & 0o777) == 0o755
+
+
+def test_under_ddp_each_evaluation_image_goes_to_exactly_one_rank(monkeypatch):
+    from hnd_lightning.data.imagefolder import evaluation_sampler
+
+    dataset = list(range(9))
+    assert evaluation_sampler(dataset) is None  # one process: the loader's own order
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 4)
+    shares = []
+    for rank in range(4):
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda group=None, rank=rank: rank)
+        shares.append(list(evaluation_sampler(dataset)))
+    # no padding with repeated images (Lightning's DistributedSampler would give every rank 3 of 12)
+    assert sorted(index for share in shares for index in share) == dataset
+    assert [len(share) for share in shares] == [3, 2, 2, 2]
+    with pytest.raises(ValueError, match="3 evaluation images cannot be shared by 4 processes.*data.holdout"):
+        evaluation_sampler(dataset[:3])

@@ -196,9 +196,7 @@ def test_fused_hnd_refuses_16_mixed_naming_the_precisions_to_use(image_folder, t
     cfg = compose_train_config(short_run_overrides(image_folder, "[3,6]"), tmp_path)
     datamodule, method, _ = setup_run(cfg)
     # what precision=16-mixed builds on a GPU (Lightning turns the flag into bf16-mixed on the CPU)
-    trainer = pl.Trainer(
-        accelerator="cpu", plugins=[MixedPrecision("16-mixed", "cpu")], fast_dev_run=1, logger=False
-    )
+    trainer = pl.Trainer(accelerator="cpu", plugins=[MixedPrecision("16-mixed", "cpu")], fast_dev_run=1, logger=False)
     with pytest.raises(ValueError, match=r"16-mixed.*trainer.precision=bf16-mixed.*or 32-true.*method=hnd"):
         trainer.fit(method, datamodule=datamodule)
 

@@ -325,6 +325,9 @@ class GatedModel(ServedModel):
         self.gate.wait(60)
         return {"y": batch["x"] * 2}
 
+    def warm_up(self) -> None:
+        pass  # its only batch must be the test's first request
+
 
 def test_a_full_queue_refuses_at_once_with_503_and_unavailable_then_serves_the_rest():
     model = GatedModel()
@@ -390,6 +393,51 @@ def test_the_batcher_waits_max_delay_for_a_batch_and_splits_at_max_batch_size():
     assert batches == [[0.0, 1.0], [2.0, 3.0], [4.0]]
     batches, _ = asyncio.run(scenario(8, 0))  # no delay: nothing waits for company
     assert len(batches) == 5
+
+
+def test_the_server_is_ready_only_after_a_warm_up_batch_through_every_model(tmp_path_factory):
+    models = load_served_models(split_artifacts(tmp_path_factory), teacher="random")
+    service = InferenceService(models, BatchingSettings(max_batch_size=4))
+    calls = {}
+
+    def counting(name, runner):
+        def run(*arrays):
+            calls.setdefault(name, []).append(([(a.shape, a.dtype.name) for a in arrays], service.ready))
+            return runner(*arrays)
+
+        return run
+
+    for name, model in models.items():
+        model.runner = counting(name, model.runner)
+
+    async def start_and_close() -> bool:
+        await service.start()
+        ready = service.ready
+        await service.close()
+        return ready
+
+    assert not service.ready and asyncio.run(start_and_close())
+    # one batch of one row per model, of the declared shapes, while the server was not yet ready
+    assert calls == {
+        "server": [([((1, 3, 5, 5), "uint8"), ((1,), "float32"), ((1,), "uint8")], False)],
+        "teacher": [([((1, 3, 32, 32), "float32")], False)],
+    }
+
+
+def test_onnxruntime_on_a_gpu_gets_its_device_and_never_falls_back_to_the_cpu_quietly():
+    from hnd_lightning.runtime.common.parts import check_session_providers, onnx_providers
+
+    gpu_build = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert onnx_providers(torch.device("cuda:3"), gpu_build) == [("CUDAExecutionProvider", {"device_id": 3})]
+    assert onnx_providers(torch.device("cuda"), gpu_build) == [("CUDAExecutionProvider", {"device_id": 0})]
+    assert onnx_providers(torch.device("cpu"), gpu_build) == ["CPUExecutionProvider"]
+    with pytest.raises(RuntimeError, match="onnxruntime-gpu.*runtime=torch"):
+        onnx_providers(torch.device("cuda:1"), ["CPUExecutionProvider"])
+    # the CUDA provider listed but failing to load (a missing cuDNN): onnxruntime would run on the CPU
+    with pytest.raises(RuntimeError, match=r"could not start its CUDA provider.*\['CPUExecutionProvider'\]"):
+        check_session_providers(torch.device("cuda:0"), ["CPUExecutionProvider"], "1.x")
+    check_session_providers(torch.device("cuda:0"), gpu_build, "1.x")
+    check_session_providers(torch.device("cpu"), ["CPUExecutionProvider"], "1.x")
 
 
 def test_onnxruntime_runtime_serves_deploys_server_onnx(tmp_path_factory, tmp_path):
