@@ -362,6 +362,7 @@ def test_ddp_trainer_writes_checkpoints_atomically_and_keeps_the_recovery_callba
     # the strategy (DDP, built from the config) writes through the atomic CheckpointIO on rank zero
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     assert {FiniteLossGuard, RecoveryCheckpoint} <= {type(callback) for callback in trainer.callbacks}
+    assert torch.backends.cudnn.benchmark  # trainer.benchmark: cuDNN autotuning for the fixed crops
 
 
 def test_slurm_launcher_config_composes_one_task_per_gpu():
