@@ -1,3 +1,5 @@
 """hnd-lightning: Head Network Distillation for split computing."""
 
-__version__ = "0.1.0"
+# The one place the version lives: pyproject.toml reads it (`[tool.setuptools.dynamic]`), the edge server
+# reports it in its metadata, and CHANGELOG.md names it.
+__version__ = "0.2.0"

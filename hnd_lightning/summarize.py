@@ -13,11 +13,28 @@ import sys
 from hnd_lightning.runs.sweep import write_summary
 from hnd_lightning.runs.sweep_rows import unfinished
 
+EXAMPLES = """examples:
+  python -m hnd_lightning.summarize outputs/multiruns/2026-01-01/12-00-00
+  # a sweep run with hydra.sweep.dir=outputs/multiruns/hnd_b, e.g. while its jobs still run:
+  python -m hnd_lightning.summarize outputs/multiruns/hnd_b
+
+Manual: docs/ (mkdocs serve), this command in docs/reference/commands/summarize.md."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `summarize` (one positional argument: the sweep directory)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hnd_lightning.summarize",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("sweep_dir", help="the sweep directory, e.g. outputs/multiruns/2026-01-01/12-00-00")
+    return parser
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hnd_lightning.summarize", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", help="the sweep directory, e.g. outputs/multiruns/2026-01-01/12-00-00")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         summary = write_summary(args.sweep_dir)
     except FileNotFoundError as error:

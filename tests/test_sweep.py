@@ -10,14 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose_train_config, tiny_overrides
+from conftest import tiny_overrides
 from PIL import Image
 
 from hnd_lightning import summarize
 from hnd_lightning.models.quantization import bottleneck_payload
 from hnd_lightning.reporting.sweep_summary import SUMMARY_CSV, SUMMARY_MD, SUMMARY_PNG
 from hnd_lightning.runs.sweep import write_summary
-from hnd_lightning.runs.training import train
 
 
 def run_sweep(sweep_dir: Path, data_root: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -223,29 +222,3 @@ def test_summary_has_a_row_per_model_with_quantized_accuracy_and_missing_jobs(tm
     assert table["0_a"]["test_q8_acc1 (%)"] == "69.00" and table["1_b"]["test_q8_acc1 (%)"] == "-"
     assert summarize.main([str(tmp_path)]) == 1  # a missing job is not a finished sweep
     assert summarize.main([str(tmp_path / "nowhere")]) == 2
-
-
-def test_tensorboard_hparams_hold_the_settings_and_final_metrics(image_folder, tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
-    overrides = [o for o in tiny_overrides("densenet169", "hnd", image_folder) if o != "debug=fast_dev_run"] + [
-        "trainer.accelerator=cpu",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=1",
-        "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1",
-        "data.num_workers=0",
-        "data.persistent_workers=false",
-        "callbacks.model_checkpoint=null",
-    ]
-    results = train(compose_train_config(overrides, tmp_path))
-    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
-    content = events.PluginTagToContent("hparams")
-    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
-    assert session.hparams["bottleneck_channels"].number_value == 3
-    assert session.hparams["method"].string_value == "hnd"
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert "final/test/acc1" in {info.name.tag for info in experiment.metric_infos}
-    logged = events.Scalars("final/test/acc1")[-1].value
-    assert logged == pytest.approx(results["metrics"]["test/acc1"])

@@ -160,8 +160,12 @@ class RecoveryCheckpoint(pl.Callback):
         return min(self.interval_seconds / 20, 60.0) if self.interval_seconds else math.inf
 
     def save(self, trainer: pl.Trainer) -> None:
-        """Write `last.ckpt` now (every rank calls it; rank zero writes)."""
-        trainer.save_checkpoint(self.last_path)
+        """Write `last.ckpt` now (every rank calls it; rank zero writes).
+
+        The whole training state (weights, optimizer and scheduler states, loops, callbacks), not the
+        weights only: `resume=auto` continues from it exactly where training stopped.
+        """
+        trainer.save_checkpoint(self.last_path, weights_only=False)
         self._last_save = time.monotonic()
 
     @staticmethod

@@ -129,9 +129,8 @@ class SplitComputingMethod(pl.LightningModule):
     def on_fit_start(self) -> None:
         trainable = sum(p.numel() for p in self.trainable_parameters())
         total = count_parameters(self)
+        # the terminal's line; TensorBoard shows the count as text and in HPARAMS (`runs.tensorboard`)
         log.info("%s: %s trainable of %s parameters", self.method_name, f"{trainable:,}", f"{total:,}")
-        if self.logger is not None:
-            self.logger.log_metrics({"trainable_parameters": float(trainable)}, step=0)
 
     # ----------------------------------------------------------------- training
     def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

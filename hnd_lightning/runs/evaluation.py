@@ -23,6 +23,7 @@ from hnd_lightning.files import write_json
 from hnd_lightning.methods import LoadedSplitModel
 from hnd_lightning.models.artifacts import load_split_artifacts
 from hnd_lightning.models.quantization import payload_bytes
+from hnd_lightning.runs.tensorboard import close_run_loggers
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     loggers = [instantiate(item) for item in (cfg.get("logger") or {}).values() if item and "_target_" in item]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
     trainer.test(module, dataloaders=loader)
+    close_run_loggers(trainer)
     tested = {key: float(trainer.callback_metrics[key]) for key in TESTED_METRICS}
     images = min(len(loader.dataset), trainer.num_test_batches[0] * loader.batch_size * trainer.world_size)
     elements = math.prod(metadata["bottleneck_tensor"]["shape"])

@@ -39,15 +39,17 @@ OmegaConf.register_new_resolver("hnd_sum", lambda *values: sum(int(value) for va
 
 # ----------------------------------------------------------------------------- one job of a sweep
 def log_sweep_hparams(trainer: Any, results: dict[str, Any]) -> None:
-    """Put the run's settings and final metrics into TensorBoard's HPARAMS view.
+    """Put the run's settings beside its final metrics in TensorBoard's HPARAMS view.
 
-    The settings are model, method, bottleneck channels, payload and input size plus every
-    command-line override of the job (so whatever a sweep varied shows up); the metrics are
-    the final ones of results.json under `final/`. Each run directory of a sweep holds its own
-    TensorBoard folder, so `tensorboard --logdir <sweep dir>` compares them side by side.
+    The settings are model, method, bottleneck channels, payload, trainable parameters and input size
+    plus every command-line override of the job (so whatever a sweep varied shows up); the metrics are
+    the run's final `val/`, `test/` and `test_q8/` metrics and `best/val/acc1` (`runs.tensorboard`).
+    Each run directory of a sweep holds its own TensorBoard folder, so `tensorboard --logdir <sweep dir>`
+    compares them side by side.
     """
     from hydra.core.hydra_config import HydraConfig
-    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from hnd_lightning.runs.tensorboard import run_loggers
 
     payload = results.get("payload") or {}
     params: dict[str, Any] = {
@@ -61,12 +63,8 @@ def log_sweep_hparams(trainer: Any, results: dict[str, Any]) -> None:
     if HydraConfig.initialized():
         for key, value in override_values(list(HydraConfig.get().overrides.task)).items():
             params.setdefault(key, value)
-    metrics = {f"final/{key}": value for key, value in results.get("metrics", {}).items()}
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, metrics)
-            # The trainer already closed the writer; this reopens it, so flush and close it again.
-            logger.finalize("success")
+    for logger in run_loggers(trainer):
+        logger.log_final_hparams(params, results.get("metrics", {}), trainer.global_step)
 
 
 def refuse_ddp_subprocesses_in_multirun(trainer: Any) -> None:

@@ -30,6 +30,7 @@ from hnd_lightning.methods import count_parameters
 from hnd_lightning.models.artifacts import TEACHER_FILE
 from hnd_lightning.models.bundled_teacher import WEIGHTS_FILE, bundled_record
 from hnd_lightning.runs.record import completed_results, write_results
+from hnd_lightning.runs.tensorboard import close_run_loggers
 from hnd_lightning.runs.training import setup_run, train
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def test_bundled_teacher(cfg: DictConfig) -> Teacher:
     started = time.perf_counter()
     datamodule, method, trainer = setup_run(cfg)
     metrics = trainer.test(method, datamodule=datamodule, verbose=False)[0]
+    close_run_loggers(trainer)
     row = {
         "method": "original",
         "source": "bundled",

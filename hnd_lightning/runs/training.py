@@ -37,12 +37,24 @@ from hnd_lightning.runs.record import (
     write_results,
 )
 from hnd_lightning.runs.sweep import log_sweep_hparams, refuse_ddp_subprocesses_in_multirun
+from hnd_lightning.runs.tensorboard import close_run_loggers, describe_run
 
 log = logging.getLogger(__name__)
 
 
-# Frozen teachers and tails are in eval mode on purpose (see SplitComputingMethod.freeze).
+# What the terminal shows of a run: the progress bars, the data, the parameters and the results. Frozen
+# teachers and tails are in eval mode on purpose (see SplitComputingMethod.freeze); Lightning's own
+# pytree deprecation and its advertisement for a cloud logger say nothing about the run.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
+class _WithoutTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_WithoutTips())
 
 
 def build_method(cfg: DictConfig) -> SplitComputingMethod:
@@ -115,6 +127,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         write_results(cfg.paths.output_dir, results)
     log_sweep_hparams(trainer, results)
+    close_run_loggers(trainer)
     return results
 
 
@@ -137,14 +150,41 @@ def record_interruption(
     return RunInterrupted(interruption_reason(interruption)[1], results)
 
 
+def run_description(cfg: DictConfig, method: SplitComputingMethod) -> dict[str, str]:
+    """What the run trains, in words (TensorBoard's TEXT tab): method, model, teacher, parameters, payload."""
+    weights = cfg.model.teacher.weights
+    teacher = cfg.model.teacher.checkpoint or (f"{weights} weights" if weights else "random weights (tests)")
+    side = cfg.model.input_size
+    description = {
+        "method": method.method_name,
+        "model": f"{cfg.model.architecture}, {side} x {side} input, {cfg.model.num_classes} classes",
+        "teacher": str(teacher),
+        "trainable parameters": f"{count_parameters(method, trainable_only=True):,} of {count_parameters(method):,}",
+    }
+    models = method.model_summary()
+    for name, entry in models.items():
+        payload = entry["payload"]
+        if payload is not None:
+            shape = " x ".join(str(size) for size in payload["bottleneck_shape"])
+            key = "sent per image" if len(models) == 1 else f"sent per image, {name}"
+            description[key] = (
+                f"a {shape} tensor: {payload['bytes_float32']:,} B as float32, {payload['bytes_uint8']:,} B over "
+                f"the 8-bit link ({payload['percent_of_input']:.1f} % of the {payload['input_bytes_uint8']:,}-byte image)"
+            )
+    description["run directory"] = str(cfg.paths.output_dir)
+    return description
+
+
 def fit_and_test(
     cfg: DictConfig, datamodule: pl.LightningDataModule, method: SplitComputingMethod, trainer: pl.Trainer
 ) -> dict[str, Any]:
     """Fit; test every model at its best weights (`trainer.test(ckpt_path="best")`, then each model's
     own best, see `SplitComputingMethod`); export the weights just tested; return the results record."""
     output_dir = Path(cfg.paths.output_dir)
+    describe_run(trainer, run_description(cfg, method))
     started = time.perf_counter()
-    trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # Checkpoints hold tensors and plain containers only (this project writes them): load no pickled code.
+    trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     fit_seconds = time.perf_counter() - started
     metrics = _scalars(trainer.callback_metrics)
     checkpoint = trainer.checkpoint_callback
@@ -163,7 +203,7 @@ def fit_and_test(
                 trainer.global_rank,
             )
         method.test_quantized = bool(cfg.get("test_quantized"))
-        trainer.test(method, datamodule=datamodule, ckpt_path=tested)
+        trainer.test(method, datamodule=datamodule, ckpt_path=tested, weights_only=True)
         metrics.update(_scalars(trainer.callback_metrics))
     else:
         method.use_best_weights()

@@ -14,13 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from hnd_lightning import __version__
 from hnd_lightning.runtime.common.protocol import InferenceError, WireTensor, decode_inputs
 from hnd_lightning.runtime.server.batcher import DynamicBatcher
 from hnd_lightning.runtime.server.metrics import ServerMetrics
 from hnd_lightning.runtime.server.models import ServedModel
 
 SERVER_NAME = "hnd-lightning"
-SERVER_VERSION = "0.1.0"
+# the package's one version (pyproject.toml reads the same constant)
+SERVER_VERSION = __version__
 EXTENSIONS = ["binary_tensor_data", "model_metadata"]
 
 
