@@ -5,7 +5,7 @@ The kill campaigns start real training processes (`python -m hnd_lightning.train
 checkpoint writes, with TMPDIR on another filesystem, and re-run the same command after each kill.
 After every kill: no torn file (every checkpoint and JSON file reads back), nothing in TMPDIR, and
 the training lost is within the promise (SIGTERM: nothing; SIGKILL: at most `checkpoint.every_minutes`
-plus the steps in flight). `test_kill_campaign_of_24_kills` is the one the README quotes.
+plus the steps in flight). `test_kill_campaign_of_24_kills` is the one docs/results/faults.md quotes.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def kill_campaign(
 ) -> dict[str, Any]:
     """Kill one training run as `kills` says ((signal, "step" | "write") each), re-running it after each.
 
-    Returns the counts the README reports. Asserts after every kill that nothing is torn, TMPDIR
+    Returns the counts docs/results/faults.md reports. Asserts after every kill that nothing is torn, TMPDIR
     holds nothing, leftovers of earlier kills were removed, and the training lost is within the bound.
     """
     rng = random.Random(seed)
@@ -292,7 +292,7 @@ def kill_campaign(
 def test_kill_campaign_of_24_kills(image_folder, tmp_path):
     """24 kills (half SIGKILL, half SIGTERM; half of each during a checkpoint write), each followed by a re-run.
 
-    Prints the counts the README's "Faults and recovery" section reports.
+    Prints the counts docs/results/faults.md reports.
     """
     kills = [
         (sig, trigger) for _ in range(6) for sig in (signal.SIGKILL, signal.SIGTERM) for trigger in ("write", "step")

@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-# What the README reports for `python -m hnd_lightning.train experiment=quickstart` (Quickstart, "Measured").
+# What the README and docs/results/quickstart.md report for `python -m hnd_lightning.train experiment=quickstart`.
 README_TEACHER_ACC1 = 0.8720
 README_STUDENT_ACC1 = 0.8660
 

@@ -38,7 +38,8 @@ class FusedHNDMethod(SplitComputingMethod):
         teacher: the frozen teacher (from `build_teacher`).
         bottleneck_channels: the sizes, e.g. [3, 6, 9, 12] (one integer: a single student); the first
             one is the run's main student.
-        optimizer, scheduler: partial factories, called once per student (own state, own schedule).
+        optimizer: a partial optimizer factory, called once per student (each gets its own state).
+        scheduler: a partial LR scheduler factory, called once per student (each its own schedule).
     """
 
     method_name = "hnd"

@@ -1,7 +1,7 @@
 """The four paper architectures: where each teacher is split and how its student head is shaped.
 
 Everything architecture-specific lives in one `Architecture` record per model, so adding a model
-means adding one record (see README, "Adding an architecture").
+means adding one record (the manual: how-to, adding an architecture).
 """
 
 from __future__ import annotations

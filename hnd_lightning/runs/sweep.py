@@ -84,7 +84,7 @@ def refuse_ddp_subprocesses_in_multirun(trainer: Any) -> None:
             f"trainer=ddp with {trainer.world_size} processes cannot start its processes inside a Hydra multirun "
             "with the basic launcher (each extra rank would re-run the whole sweep). Use one of: "
             "the SLURM launcher (`hydra/launcher=slurm`, one task per GPU), a single run per job "
-            "(no -m), or torchrun with a fixed `hydra.run.dir`. See README, 'Scaling out'."
+            "(no -m), or torchrun with a fixed `hydra.run.dir`. See the manual: how-to, scaling out (docs/howto/scaling-out.md)."
         )
 
 

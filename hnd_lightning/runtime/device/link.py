@@ -4,7 +4,7 @@ Sending `n` bytes over an `R` Mbit/s link with round-trip time `RTT` takes `n * 
 client sleeps that long before a request leaves (uplink) and after its reply arrives (downlink), on
 top of the real network time. Transfers in one direction share the link (a token bucket with no
 burst: they queue behind each other), so concurrent requests from one client split its bandwidth.
-For a kernel-level link use `tc netem` in a network namespace instead (README, "Split inference over
+For a kernel-level link use `tc netem` in a network namespace instead (the manual: how-to, "The split over
 a network").
 """
 
