@@ -138,8 +138,16 @@ def _commented(config: DictConfig, sources: list[tuple[Path, str]]) -> list[tupl
             if parent is not None:
                 explained.add(parent)
                 comment = f"(`{parent}`) {comments[parent]}"
-        rows.append((key, value, comment))
+        rows.append((key, value, prose(comment)))
     return rows
+
+
+def prose(text: str) -> str:
+    """Comment text as Markdown: `<date>`-style placeholders outside code spans shown, not read as HTML."""
+    parts = text.split("`")
+    for index in range(0, len(parts), 2):
+        parts[index] = parts[index].replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+    return "`".join(parts)
 
 
 def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
@@ -150,11 +158,11 @@ def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
 
 def _description(text: str) -> str:
     """A config's leading comment as Markdown: its prose, and its indented lines (examples) as code."""
-    prose, code = [], []
+    words, code = [], []
     for line in text.splitlines():
-        (code if line.startswith("  ") else prose).append(line.strip() if not line.startswith("  ") else line[2:])
+        (code if line.startswith("  ") else words).append(line.strip() if not line.startswith("  ") else line[2:])
     block = "\n\n```bash\n" + "\n".join(code) + "\n```" if code else ""
-    return " ".join(prose) + block
+    return prose(" ".join(words)) + block
 
 
 class ReferenceComposer:
@@ -190,7 +198,8 @@ def help_summary(config_name: str, config_dir: Path = CONFIG_DIR) -> str:
     if not path.is_file():
         return ""
     header = str(OmegaConf.load(path).get("header", ""))
-    return " ".join(header.split(": ", 1)[-1].split())
+    summary = " ".join(header.split(": ", 1)[-1].split())
+    return prose(summary[:1].upper() + summary[1:])
 
 
 def command_reference(command: str, config_name: str, config_dir: Path = CONFIG_DIR) -> str:
@@ -268,14 +277,14 @@ def _hydra_section(config_dir: Path, with_launcher: bool) -> list[str]:
     comments = yaml_comments(path)[1]
     rows = []
     for key, value in flatten(OmegaConf.load(path)):
-        rows.append((f"`hydra.{key}`", show(value), comments.get(key, "")))
+        rows.append((f"`hydra.{key}`", show(value), prose(comments.get(key, ""))))
     page = ["## Hydra settings of this project", "", "From `conf/hydra/default.yaml`:", ""]
     page += [_table(rows, ("setting", "default", "what it is")), ""]
     launcher = config_dir / "hydra" / "launcher" / "slurm.yaml"
     if with_launcher and launcher.is_file():
         header, launcher_comments = yaml_comments(launcher)
         launcher_rows = [
-            (f"`hydra.launcher.{key}`", show(value), launcher_comments.get(key, ""))
+            (f"`hydra.launcher.{key}`", show(value), prose(launcher_comments.get(key, "")))
             for key, value in flatten(OmegaConf.load(launcher))
             if not key.startswith("defaults")
         ]

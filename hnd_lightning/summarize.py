@@ -18,7 +18,7 @@ EXAMPLES = """examples:
   # a sweep run with hydra.sweep.dir=outputs/multiruns/hnd_b, e.g. while its jobs still run:
   python -m hnd_lightning.summarize outputs/multiruns/hnd_b
 
-Manual: docs/ (mkdocs serve), this command in docs/reference/commands/summarize.md."""
+Manual: docs/ in the repository (read it with mkdocs serve); this command: Reference > Command options > summarize."""
 
 
 def build_parser() -> argparse.ArgumentParser:
