@@ -130,15 +130,20 @@ def _commented(config: DictConfig, sources: list[tuple[Path, str]]) -> list[tupl
         for key, comment in yaml_comments(path)[1].items():
             comments[f"{package}.{key}" if package else key] = comment
     rows, explained = [], set()
-    for key, value in flatten(config):
-        comment = comments.get(key, "") or HYDRA_KEYS.get(key.rsplit(".", 1)[-1], "")
+    leaves = list(flatten(config))
+    # a block's comment stands in for its settings' only where none of them has its own
+    explained |= {
+        parent for parent in comments for key, _ in leaves if key.startswith(parent + ".") and key in comments
+    }
+    for key, value in leaves:
+        comment = comments.get(key, "")
         if not comment:
             parents = [key.rsplit(".", depth)[0] for depth in range(1, key.count(".") + 1)]
             parent = next((p for p in parents if p in comments and p not in explained), None)
             if parent is not None:
                 explained.add(parent)
                 comment = f"(`{parent}`) {comments[parent]}"
-        rows.append((key, value, prose(comment)))
+        rows.append((key, value, prose(comment or HYDRA_KEYS.get(key.rsplit(".", 1)[-1], ""))))
     return rows
 
 
