@@ -42,6 +42,7 @@ HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--resolve", "--shel
 HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-path", "-cp"}
 MULTIRUN_FLAGS = {"-m", "--multirun"}
 FAILS_MARKER = re.compile(r"#\s*fails\b")
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
 
 
 def hydra_commands(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
@@ -80,16 +81,19 @@ class CommandLine:
 
 def _fenced_lines(text: str) -> Iterator[tuple[int, str, bool]]:
     """(line number, text, inside a fenced code block) of `text`, backslash continuations joined."""
-    inside = False
+    fence = ""  # the open fence's marker: a code block ends at the same marker, alone on its line
     pending, pending_start = "", 0
     for number, line in enumerate(text.splitlines(), start=1):
-        if line.lstrip().startswith(("```", "~~~")):
-            inside = not inside
+        marker = FENCE.match(line)
+        if marker and (not fence or (marker.group(1).startswith(fence) and not marker.group(2).strip())):
+            fence, pending = ("" if fence else marker.group(1)), ""
             continue
+        inside = bool(fence)
         if pending:
             line = pending + " " + line.strip()
             number = pending_start
-        if line.rstrip().endswith("\\"):
+        # only a command line continues (a backslash ends lines of ASCII art too)
+        if line.rstrip().endswith("\\") and COMMAND_PATTERN.search(line):
             pending, pending_start = line.rstrip()[:-1], number
             continue
         pending = ""

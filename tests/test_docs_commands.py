@@ -105,6 +105,23 @@ python -m hnd_lightning.train experiment=quikstart   # fails: a typo
     assert typo.expect_failure and not sweep.expect_failure
 
 
+def test_code_blocks_end_only_at_their_own_fence():
+    """ASCII art inside a block (a line of tildes, a trailing backslash) neither ends it nor swallows the next."""
+    text = """
+```text
+ image -> encoder   \\
+ ~~~~~~~~|~~~~ link ~~~~
+```
+Run `python -m hnd_lightning.deploy artifacts=RUN/artifacts quantized=false` then
+    python -m hnd_lightning.evaluate artifacts=RUN/artifacts
+"""
+    lines = documented_command_lines(text)
+    assert [(line.command, line.arguments) for line in lines] == [
+        ("deploy", ("artifacts=RUN/artifacts", "quantized=false")),
+        ("evaluate", ("artifacts=RUN/artifacts",)),
+    ]
+
+
 def test_the_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci_command = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
