@@ -8,17 +8,19 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models as tv_models
 
 from hnd_lightning.models.architectures import Architecture, get_architecture
+from hnd_lightning.models.teacher_weights import (
+    BUNDLED,
+    TeacherWeightsUnavailable,
+    is_torchvision_weights,
+    load_torchvision_state_dict,
+    torchvision_weight_names,
+)
+
+__all__ = ["TeacherPart", "TeacherWeightsUnavailable", "build_teacher", "load_teacher_checkpoint", "split_teacher"]
 
 log = logging.getLogger(__name__)
-
-TEACHER_WEIGHT_CHOICES = ("imagenet", "bundled", None)
-
-
-class TeacherWeightsUnavailable(RuntimeError):
-    """Raised when torchvision's ImageNet weights cannot be fetched (no internet, no warm cache)."""
 
 
 def _get_submodule_or_none(module: nn.Module, path: str) -> nn.Module | None:
@@ -60,19 +62,6 @@ class TeacherPart(nn.Module):
                 x = self.pre_ops[path](x)
             x = self.get_submodule(path)(x)
         return x
-
-
-def _load_imagenet_state_dict(architecture: Architecture) -> dict[str, torch.Tensor]:
-    weights = tv_models.get_model_weights(architecture.name).DEFAULT
-    try:
-        return weights.get_state_dict(progress=True, check_hash=True)
-    except Exception as error:  # urllib, SSL, hash and file errors all mean the same thing to a user
-        raise TeacherWeightsUnavailable(
-            f"Could not fetch torchvision's ImageNet weights for {architecture.name} ({weights}): "
-            f"{type(error).__name__}: {error}. They need internet access or a warm torch hub cache "
-            f"(TORCH_HOME). Alternatives: `model.teacher.weights=null` (random teacher, for tests) or "
-            f"`model.teacher.checkpoint=PATH` (a teacher trained by this project with `method=original`)."
-        ) from error
 
 
 def load_teacher_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -120,9 +109,10 @@ def build_teacher(
         architecture: one of `ARCHITECTURES` (e.g. "densenet169").
         num_classes: classifier outputs. With ImageNet weights and a number other than 1000, the
             classifier is replaced by a freshly initialized one (fine-tune it with `method=original`).
-        weights: "imagenet" for torchvision's ImageNet weights, "bundled" for the teacher shipped with
-            the package (DenseNet-169, bundled data, 32 x 32; see `models.bundled_teacher`), or None
-            for random weights.
+        weights: "imagenet" for torchvision's IMAGENET1K_V1 weights (the papers' teachers), another of
+            torchvision's names for them ("IMAGENET1K_V2", "DEFAULT", ...; `models.teacher_weights`),
+            "bundled" for the teacher shipped with the package (DenseNet-169, bundled data, 32 x 32;
+            see `models.bundled_teacher`), or None for random weights.
         checkpoint: teacher weights written by this project (`method=original`); wins over `weights`.
         input_size: the run's input side; checked against the bundled teacher's (ignored otherwise).
 
@@ -130,14 +120,16 @@ def build_teacher(
         The teacher in eval mode, mapping (N, 3, H, W) images to (N, num_classes) logits.
     """
     spec = get_architecture(architecture)
-    if weights not in TEACHER_WEIGHT_CHOICES:
+    use_torchvision = is_torchvision_weights(architecture, weights)
+    if not use_torchvision and weights not in (BUNDLED, None):
         raise ValueError(
-            f"Unknown teacher weights {weights!r}. Allowed: 'imagenet', 'bundled' or null; for a teacher trained "
-            f"by this project use `model.teacher.checkpoint=PATH`."
+            f"Unknown teacher weights {weights!r}. Allowed: 'imagenet' (torchvision's IMAGENET1K_V1, the papers' "
+            f"teacher), torchvision's names {torchvision_weight_names(architecture)}, 'bundled' or null; for a "
+            f"teacher trained by this project use `model.teacher.checkpoint=PATH`."
         )
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
-    use_imagenet = checkpoint is None and weights == "imagenet"
+    use_imagenet = checkpoint is None and use_torchvision
     teacher = spec.builder(weights=None, num_classes=1000 if use_imagenet else num_classes, **spec.builder_kwargs)
     if hasattr(teacher, "AuxLogits"):
         # The auxiliary classifier is part of the ImageNet weights but of no student; drop it.
@@ -154,15 +146,14 @@ def build_teacher(
                 f"{num_classes} classes: {error}"
             ) from error
         log.info("Loaded teacher weights from %s", checkpoint)
-    elif weights == "bundled":
+    elif weights == BUNDLED:
         from hnd_lightning.models.bundled_teacher import load_bundled_state_dict
 
         teacher.load_state_dict(load_bundled_state_dict(architecture, num_classes, input_size), strict=True)
         log.info("Loaded the bundled teacher (%s, %d classes)", architecture, num_classes)
     elif use_imagenet:
-        state_dict = _load_imagenet_state_dict(spec)
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("AuxLogits.")}
-        teacher.load_state_dict(state_dict, strict=True)
+        teacher.load_state_dict(load_torchvision_state_dict(architecture, weights), strict=True)
+        log.info("Loaded torchvision's %s weights for %s", weights, architecture)
         if num_classes != 1000:
             old = teacher.get_submodule(_classifier_name(spec))
             setattr(teacher, _classifier_name(spec), nn.Linear(old.in_features, num_classes))
