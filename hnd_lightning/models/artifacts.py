@@ -68,8 +68,17 @@ def split_metadata(
     normalization: dict[str, list[float]],
     resize_size: int | None = None,
     classes: list[str] | None = None,
+    teacher: dict[str, Any] | None = None,
+    source: dict[str, Any] | None = None,
+    class_names: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Describe a split model for deployment: shapes and dtypes at the split, input and labels."""
+    """Describe a split model for deployment: shapes and dtypes at the split, input and labels.
+
+    The optional records (written only when given; `split_schema.check_provenance` checks them):
+    `teacher`, where the teacher's weights came from (`models.teacher_weights.teacher_identity`);
+    `source`, the file a converted model came from (`models.conversion`); `class_names`, a readable
+    name per label (`classes` holds the dataset's folder names, e.g. ILSVRC wnids).
+    """
     spec = get_architecture(architecture)
     image_shape = (1, 3, input_size, input_size)
     bottleneck_shape = output_shape(student.encoder, image_shape)[1:]
@@ -93,6 +102,11 @@ def split_metadata(
         "split_tensor": {"module": spec.split_module, "shape": list(teacher_split_shape), "dtype": "float32"},
         "files": {"head": HEAD_FILE, "tail": TAIL_FILE},
         "versions": _versions(),
+        **{
+            key: value
+            for key, value in (("teacher", teacher), ("source", source), ("class_names", class_names))
+            if value is not None
+        },
     }
 
 
@@ -134,12 +148,18 @@ class SplitArtifacts:
         return SplitModel(self.head.encoder, self.head.decoder, self.tail).eval()
 
 
-def _build_parts(spec: Architecture, bottleneck_channels: int, num_classes: int) -> tuple[nn.Sequential, nn.Module]:
-    head = SplitModel(
+def build_head(spec: Architecture, bottleneck_channels: int) -> nn.Sequential:
+    """A freshly initialized student head (`encoder`, `decoder`) as `head.safetensors` holds it."""
+    return SplitModel(
         build_encoder(spec, bottleneck_channels), build_decoder(spec, bottleneck_channels), nn.Identity()
     ).head
+
+
+def build_parts(spec: Architecture, bottleneck_channels: int, num_classes: int) -> tuple[nn.Sequential, nn.Module]:
+    """A freshly initialized student head and teacher tail, as artifacts hold them (under
+    `torch.device("meta")` only their shapes: nothing is allocated or initialized)."""
     _, tail = split_teacher(build_teacher(spec.name, num_classes, weights=None), spec.name)
-    return head, tail
+    return build_head(spec, bottleneck_channels), tail
 
 
 def load_split_artifacts(directory: str | Path, map_location: str | torch.device = "cpu") -> SplitArtifacts:
@@ -174,7 +194,7 @@ def load_split_artifacts(directory: str | Path, map_location: str | torch.device
         check_digest(file, metadata, role, metadata_path)
     spec = get_architecture(metadata["architecture"])
     with torch.device("meta"):  # shapes only: nothing is allocated until every check has passed
-        head, tail = _build_parts(spec, metadata["bottleneck_channels"], metadata["num_classes"])
+        head, tail = build_parts(spec, metadata["bottleneck_channels"], metadata["num_classes"])
     check_tensors(files["head"], head, metadata, ("architecture", "bottleneck_channels"), metadata_path)
     check_tensors(files["tail"], tail, metadata, ("architecture", "num_classes"), metadata_path)
     check_split_shapes(head, tail, metadata, metadata_path)

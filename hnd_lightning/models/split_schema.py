@@ -20,6 +20,7 @@ from torch import nn
 
 from hnd_lightning.files import sha256_of
 from hnd_lightning.models.architectures import ARCHITECTURES
+from hnd_lightning.models.split_provenance import is_digest, provenance_problem
 
 FORMAT_VERSION = 1
 # Bounds a real split stays far inside (the papers: B = 3..12, 1000 classes, 224 / 299 pixels); they
@@ -164,8 +165,11 @@ def check_split_metadata(metadata: Mapping[str, Any], path: Path) -> None:
     if digests is not None:
         for role in FILE_ROLES:
             digest = _get(metadata, f"sha256.{role}", path)
-            if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            if not is_digest(digest):
                 _fail(path, f"sha256.{role}", f"must be 64 lowercase hex digits, got {_describe(digest)}")
+    problem = provenance_problem(metadata, num_classes)
+    if problem is not None:
+        _fail(path, *problem)
 
 
 def artifact_file(directory: Path, metadata: Mapping[str, Any], role: str, path: Path) -> Path:
