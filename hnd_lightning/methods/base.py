@@ -295,7 +295,8 @@ class SplitComputingMethod(pl.LightningModule):
 
         One model writes into `directory`; several write into `directory/<name>/` each (a single
         run's layout) plus `directory/students.json`, the `model_summary`. `data_info`: the
-        normalization, resize size and class names of the data (`split.json` records them).
+        normalization, resize size and class names of the data and the teacher's identity
+        (`teacher`), which `split.json` records.
         """
         directory = Path(directory)
         several = len(self.models) > 1

@@ -43,11 +43,14 @@ class OriginalMethod(SplitComputingMethod):
         return F.cross_entropy(self.model(images), labels)
 
     def export_model(self, model: nn.Module, directory: Path, data_info: dict[str, Any]) -> list[Path]:
+        info = dict(data_info)
         metadata = {
             "architecture": self.hparams.architecture,
             "method": self.method_name,
             "num_classes": self.hparams.num_classes,
             "input_size": self.hparams.input_size,
-            **data_info,
+            # the weights this teacher started from (its own are in teacher.safetensors)
+            "initial_weights": info.pop("teacher", None),
+            **info,
         }
         return save_teacher_artifacts(directory, model, metadata)

@@ -35,9 +35,15 @@ def data_info(datamodule: pl.LightningDataModule) -> dict[str, Any]:
 
 
 def export_artifacts(
-    method: SplitComputingMethod, datamodule: pl.LightningDataModule, directory: str | Path
+    method: SplitComputingMethod,
+    datamodule: pl.LightningDataModule,
+    directory: str | Path,
+    teacher: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Write `method`'s models with their current weights into `directory`; return the files written."""
-    written = method.export_artifacts(Path(directory), data_info(datamodule))
+    """Write `method`'s models with their current weights into `directory`; return the files written.
+
+    `teacher`: the teacher's identity (`runs.record.teacher_record`), recorded in each split.json.
+    """
+    written = method.export_artifacts(Path(directory), {**data_info(datamodule), "teacher": teacher})
     log.info("Artifacts written: %s", ", ".join(str(path) for path in written))
     return written

@@ -31,7 +31,6 @@ from hnd_lightning.files import write_json
 from hnd_lightning.reporting import pipeline_figures
 from hnd_lightning.reporting.tables import write_table_files
 from hnd_lightning.runs import pipeline_rows
-from hnd_lightning.runs.record import write_results
 from hnd_lightning.runs.teachers import Teacher, test_bundled_teacher, trained_teacher
 from hnd_lightning.runs.training import train
 
@@ -70,7 +69,7 @@ def get_teacher(spec: DictConfig, overrides: Sequence[str], run_dir: Path) -> Te
 
 
 def run_student(stage_cfg: DictConfig, teacher: Teacher, seed: int, epoch_curve: bool) -> dict[str, Any]:
-    """Train one student run from `teacher` with `seed`; record the teacher in its results.json."""
+    """Train one student run from `teacher` with `seed` (the run records the teacher's identity itself)."""
     with open_dict(stage_cfg):
         stage_cfg.seed = seed
         stage_cfg.model.teacher.weights = teacher.model_teacher["weights"]
@@ -80,10 +79,7 @@ def run_student(stage_cfg: DictConfig, teacher: Teacher, seed: int, epoch_curve:
                 "_target_": "hnd_lightning.callbacks.EpochTestCurve",
                 "dirpath": stage_cfg.paths.output_dir,
             }
-    results = train(stage_cfg)
-    results["teacher"] = teacher.identity
-    write_results(stage_cfg.paths.output_dir, results)
-    return results
+    return train(stage_cfg)
 
 
 def run_pipeline(cfg: DictConfig, overrides: Sequence[str]) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """The run record: `results.json` in every run directory, its statuses, reading and writing it.
 
 Written once per job by `runs.training.train` (status "ok", or "interrupted" when a signal or an exit
-request stopped it) or by the train command when the job raised (status "failed" with the error); read
+request stopped it) or by the train command when the job raised (status "failed" with the error);
+every status records the teacher's identity (`teacher`, see `teacher_record`); read
 by the sweep summary, `skip_completed` re-runs and the pipelines' teacher reuse. Always written
 atomically and as strict JSON (`hnd_lightning.files`).
 """
@@ -117,6 +118,19 @@ def interrupted_results(
     return {**_job_record(cfg, STATUS_INTERRUPTED, f"interrupted by {reason}{where}{resume}", wall_seconds), **progress}
 
 
+def teacher_record(cfg: DictConfig) -> dict[str, Any] | None:
+    """The identity of the teacher `cfg.model.teacher` selects (`models.teacher_weights.teacher_identity`),
+    as results.json and split.json record it; None when the settings name no valid teacher."""
+    from hnd_lightning.models.teacher_weights import teacher_identity
+
+    model = cfg.get("model") or {}
+    teacher = model.get("teacher") or {}
+    try:
+        return teacher_identity(model.get("architecture"), teacher.get("weights"), teacher.get("checkpoint"))
+    except (ValueError, OSError):  # a failed run's own error (unknown weights, unreadable file) says why
+        return None
+
+
 def _job_record(cfg: DictConfig, status: str, error: str, wall_seconds: float) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
 
@@ -132,6 +146,7 @@ def _job_record(cfg: DictConfig, status: str, error: str, wall_seconds: float) -
         "bottleneck_channels": list(channels) if isinstance(channels, ListConfig) else channels,
         "input_size": model.get("input_size"),
         "num_classes": model.get("num_classes"),
+        "teacher": teacher_record(cfg),
         "wall_seconds": wall_seconds,
         "metrics": {},
     }

@@ -8,7 +8,9 @@
   the check-and-train, so the second one waits and reuses the first one's teacher; the teacher is
   trained into a staging folder and renamed into place only once it finished.
 
-Either way the students' runs record the teacher's identity (`teacher` in their results.json).
+Either way each student's run records the teacher's identity itself (`teacher` in its results.json and
+split.json, `runs.record.teacher_record`): the bundled file and its sha256, or the trained
+`teacher.safetensors` (whose folder name holds the settings' digest) and its sha256.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hnd_lightning.files import file_lock
 from hnd_lightning.methods import count_parameters
 from hnd_lightning.models.artifacts import TEACHER_FILE
-from hnd_lightning.models.bundled_teacher import WEIGHTS_FILE, bundled_record
+from hnd_lightning.models.bundled_teacher import bundled_record
 from hnd_lightning.runs.record import completed_results, write_results
 from hnd_lightning.runs.tensorboard import close_run_loggers
 from hnd_lightning.runs.training import setup_run, train
@@ -38,11 +40,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Teacher:
-    """What the student stages need (`model.teacher` settings), the table row and the identity recorded."""
+    """What the student stages need (`model.teacher` settings) and the teacher's row of the table."""
 
     model_teacher: dict[str, Any]
     row: dict[str, Any]
-    identity: dict[str, Any] = field(default_factory=dict)
 
 
 def teacher_digest(cfg: DictConfig) -> str:
@@ -79,8 +80,7 @@ def test_bundled_teacher(cfg: DictConfig) -> Teacher:
         "test_seconds": round(time.perf_counter() - started, 1),
         "reused": True,
     }
-    identity = {"source": "bundled", "file": WEIGHTS_FILE.name, "sha256": record["sha256"]}
-    return Teacher({"weights": "bundled", "checkpoint": None}, row, identity)
+    return Teacher({"weights": "bundled", "checkpoint": None}, row)
 
 
 def trained_teacher(cfg: DictConfig, teacher_root: Path, retrain: bool) -> Teacher:
@@ -122,5 +122,4 @@ def trained_teacher(cfg: DictConfig, teacher_root: Path, retrain: bool) -> Teach
         "seconds_per_epoch": round(results["fit_seconds"] / epochs, 1),
         "reused": reused,
     }
-    identity = {"source": "trained", "digest": digest, "checkpoint": str(checkpoint)}
-    return Teacher({"weights": None, "checkpoint": str(checkpoint)}, row, identity)
+    return Teacher({"weights": None, "checkpoint": str(checkpoint)}, row)

@@ -34,6 +34,7 @@ from hnd_lightning.runs.record import (
     RunInterrupted,
     interrupted_results,
     interruption_reason,
+    teacher_record,
     write_results,
 )
 from hnd_lightning.runs.sweep import log_sweep_hparams, refuse_ddp_subprocesses_in_multirun
@@ -207,8 +208,9 @@ def fit_and_test(
         metrics.update(_scalars(trainer.callback_metrics))
     else:
         method.use_best_weights()
+    teacher = teacher_record(cfg)
     if trainer.is_global_zero:
-        export_artifacts(method, datamodule, output_dir / ARTIFACTS_DIR)
+        export_artifacts(method, datamodule, output_dir / ARTIFACTS_DIR, teacher)
 
     models = method.model_summary()
     # images skipped under data.on_bad_image=skip (this process's; each path once): never silently
@@ -221,6 +223,8 @@ def fit_and_test(
         "bottleneck_channels": method.hparams.bottleneck_channels,
         "input_size": cfg.model.input_size,
         "num_classes": cfg.model.num_classes,
+        # where the teacher's weights came from (also in split.json): torchvision's, a file's, bundled, random
+        "teacher": teacher,
         # bytes per image sent over the link by the first model (None for `original`: no bottleneck)
         "payload": next(iter(models.values()))["payload"],
         "trainable_parameters": count_parameters(method, trainable_only=True),
