@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hnd_lightning"
 # `python -m hnd_lightning.<command>`: the modules at the package's top level with a Hydra main.
-COMMANDS = {"train", "evaluate", "deploy", "analyze", "bench", "summarize", "serve", "client", "loadtest"}
+COMMANDS = {"train", "evaluate", "deploy", "analyze", "bench", "summarize", "serve", "client", "loadtest", "convert"}
 MAX_LINES = 320  # "about 300": a module past it mixes jobs and wants splitting
 
 

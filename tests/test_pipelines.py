@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hnd_lightning.files import sha256_of
 from hnd_lightning.models.bundled_teacher import bundled_record
 
 SCALED_DOWN = [
@@ -78,6 +79,7 @@ def test_quickstart_tests_the_bundled_teacher_distills_tests_8bit_and_writes_tab
         "file": "densenet169_fashion_mnist_32.safetensors",
         "sha256": bundled_record()["sha256"],
     }
+    assert json.loads((run_dir / "hnd" / "artifacts" / "split.json").read_text())["teacher"] == results["teacher"]
     assert list((run_dir / "hnd" / "tensorboard").glob("events.out.tfevents.*"))
     assert {p.name for p in (run_dir / "hnd" / "artifacts").iterdir()} >= {
         "head.safetensors",
@@ -148,4 +150,8 @@ def test_two_quickstarts_training_their_own_teacher_together_share_one(tmp_path)
     identities = [
         json.loads(path.read_text())["teacher"] for path in sorted((tmp_path / "runs").glob("*/*/hnd/results.json"))
     ]
-    assert identities[0] == identities[1] and identities[0]["digest"] in teachers[0].name
+    # each student run recorded the shared file (its folder is named by the settings' digest) and its sha256
+    shared = (teachers[0] / "artifacts" / "teacher.safetensors").resolve()
+    assert identities[0] == identities[1] == {"source": "checkpoint", "file": str(shared), "sha256": sha256_of(shared)}
+    for path in sorted((tmp_path / "runs").glob("*/*/hnd/artifacts/split.json")):
+        assert json.loads(path.read_text())["teacher"] == identities[0]

@@ -20,11 +20,9 @@ from hnd_lightning.data.images import (
     ReplaceUnreadable,
 )
 from hnd_lightning.data.splits import class_interleaved, stratified_holdout
+from hnd_lightning.models.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def train_transform(input_size: int, resize_size: int, mean: Sequence[float], std: Sequence[float]):
