@@ -36,6 +36,7 @@ def main(cfg: DictConfig) -> None:
         cfg.output_dir,
         architecture=model.get("architecture"),
         bottleneck_channels=model.bottleneck_channels,
+        num_classes=model.num_classes,
         source=cfg.source,
         method=HydraConfig.get().runtime.choices.get("method"),
         teacher_weights=model.teacher.weights,

@@ -30,6 +30,10 @@ HEAD_CONVS = {
 MIXED = ["Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"]
 MIXED += ["Mixed_7a", "Mixed_7b", "Mixed_7c"]
 # torchvision's V1 file names: what `model.teacher.weights=imagenet` must read from the hub cache
+# Test inputs: the smallest whose split shapes the project's students reproduce (Inception-v3 needs 75)
+SIZE = {"densenet169": 32, "densenet201": 32, "resnet152": 32, "inception_v3": 75}
+# a different B per architecture, so B is read from the file and not assumed
+CHANNELS = {"densenet169": 12, "densenet201": 3, "resnet152": 6, "inception_v3": 9}
 V1_FILES = {
     "densenet169": "densenet169-b2777c0a.pth",
     "densenet201": "densenet201-c1103571.pth",
@@ -143,19 +147,25 @@ class OriginalMimic(nn.Module):
     """The original's whole `*Mimic` model: `student_model`, the teacher's tail flattened into `features`
     (param-free modules included, so the indices are the original's), and `classifier`."""
 
-    def __init__(self, architecture: str, head: nn.Module, teacher: nn.Module) -> None:
+    def __init__(self, architecture: str, head: nn.Module, teacher: nn.Module, original_pool: bool = False) -> None:
         super().__init__()
         self.student_model = head
+        # the original pools DenseNet and ResNet with AvgPool2d(7) (at 224 only); adaptive pooling elsewhere
+        pool = (
+            nn.AvgPool2d(7, 1)
+            if original_pool and not architecture.startswith("inception")
+            else nn.AdaptiveAvgPool2d(1)
+        )
         if architecture.startswith("densenet"):
             f = teacher.features
             modules = [*f.denseblock3.children(), *f.transition3.children(), *f.denseblock4.children(), f.norm5]
-            modules += [nn.ReLU(), nn.AdaptiveAvgPool2d(1)]  # the original: ReLU, AvgPool2d(7) at 224
+            modules += [nn.ReLU(), pool]
             classifier = teacher.classifier
         elif architecture == "resnet152":
-            modules = [*teacher.layer3.children(), *teacher.layer4.children(), nn.AdaptiveAvgPool2d(1)]
+            modules = [*teacher.layer3.children(), *teacher.layer4.children(), pool]
             classifier = teacher.fc
         else:
-            modules = [*(getattr(teacher, name) for name in MIXED), nn.AdaptiveAvgPool2d(1), nn.Dropout()]
+            modules = [*(getattr(teacher, name) for name in MIXED), pool, nn.Dropout()]
             classifier = teacher.fc
         self.features = nn.Sequential(*modules)
         self.classifier = classifier
@@ -249,3 +259,63 @@ def legacy_teacher_state(architecture: str, teacher: nn.Module) -> dict[str, tor
             key = ".".join([*parts[:-2], parts[-2][:-1], parts[-2][-1], parts[-1]])
         legacy[key] = value
     return legacy
+
+
+class Sources:
+    """Random teachers and original heads per architecture (BatchNorm statistics for inputs of `sizes`), built once."""
+
+    def __init__(self, torch_home: Path, sizes: dict[str, int]) -> None:
+        self.torch_home, self.sizes, self.teachers, self.heads = torch_home, sizes, {}, {}
+
+    def _build(self, architecture: str) -> None:
+        seed = len(self.teachers)
+        teacher = random_teacher(architecture, seed)
+        head = original_head(architecture, CHANNELS[architecture], seed + 100)
+        images = torch.randn(
+            4, 3, self.sizes[architecture], self.sizes[architecture], generator=torch.Generator().manual_seed(seed)
+        )
+        randomize_batchnorm(HeadThenTeacher(architecture, head, teacher), images, seed + 200)
+        self.teachers[architecture], self.heads[architecture] = teacher, head
+
+    def teacher(self, architecture: str) -> torch.nn.Module:
+        if architecture not in self.teachers:
+            self._build(architecture)
+        return self.teachers[architecture]
+
+    def head(self, architecture: str) -> torch.nn.Module:
+        if architecture not in self.heads:
+            self._build(architecture)
+        return self.heads[architecture]
+
+    def cache_teacher(self, architecture: str) -> Path:
+        """torchvision's V1 file of the teacher in the hub cache, with the real file's key names."""
+        path = self.torch_home / "hub" / "checkpoints" / V1_FILES[architecture]
+        if not path.is_file():
+            save(legacy_teacher_state(architecture, self.teacher(architecture)), path)
+        return path
+
+
+def source_file(
+    layout: str, architecture: str, sources: Sources, directory: Path, original_pool: bool = False
+) -> tuple[Path, nn.Module]:
+    """A file in `layout` and the model it holds (for a head-only file: head, then the teacher's tail, whose
+    torchvision V1 file goes into the hub cache). `original_pool`: the original's AvgPool2d(7) (at 224)."""
+    head, teacher, channels = sources.head(architecture), sources.teacher(architecture), CHANNELS[architecture]
+    if layout == "original_head":
+        content = {"type": architecture, "model": head.state_dict(), "epoch": 20, "best_valid_value": 66.5}
+        model = HeadThenTeacher(architecture, head, teacher)
+        sources.cache_teacher(architecture)
+    elif layout.startswith("original"):
+        model = OriginalMimic(architecture, head, teacher, original_pool)
+        extras = kd_extras(architecture, channels, "original") if layout == "original_kd" else {"acc": 70.5}
+        content = {"type": f"{architecture}_mimic", "epoch": 19, **extras} if layout == "original_naive" else extras
+        content = {**content, "model": model.state_dict()}
+    else:
+        library = layout.split("_")[0]
+        model = LibraryModel(library, architecture, head, teacher, idx=8 if layout.endswith("8") else 7)
+        # torchdistill: a full checkpoint; sc2bench idx 7: the bare state dict its load_ckpt also reads
+        bare = layout == "sc2bench_idx7"
+        content = (
+            model.state_dict() if bare else {"model": model.state_dict(), **kd_extras(architecture, channels, library)}
+        )
+    return save(content, directory / f"{architecture}-{layout}.pt", legacy=layout.startswith("original")), model.eval()

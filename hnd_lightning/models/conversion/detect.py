@@ -54,12 +54,12 @@ class Fit:
 
 
 def _parts(
-    layout: Layout, architecture: str, bottleneck_channels: int, num_classes: int
+    whole: bool, architecture: str, bottleneck_channels: int, num_classes: int
 ) -> tuple[nn.Module, nn.Module | None]:
-    """This project's head (and tail, for a layout that holds it), built on the meta device: shapes only."""
+    """This project's head (and tail, for a `whole` model), built on the meta device: shapes only."""
     spec = get_architecture(architecture)
     with torch.device("meta"):
-        if layout.whole:
+        if whole:
             return build_parts(spec, bottleneck_channels, num_classes)
         return build_head(spec, bottleneck_channels), None
 
@@ -67,7 +67,7 @@ def _parts(
 @cache
 def _project_names(architecture: str) -> tuple[list[str], list[str]]:
     """The keys of this project's head and tail (built once per architecture: for refusals only)."""
-    head, tail = _parts(LAYOUTS["torchdistill"], architecture, GUESS_CHANNELS, GUESS_CLASSES)
+    head, tail = _parts(True, architecture, GUESS_CHANNELS, GUESS_CLASSES)
     return list(head.state_dict()), list(tail.state_dict())
 
 
@@ -119,14 +119,10 @@ def detect_layout(state: Mapping[str, torch.Tensor], container: Mapping[str, Any
 
 def architecture_hint(container: Mapping[str, Any]) -> tuple[str, str] | None:
     """(architecture, where the file says it) from the checkpoint dict's `type` or `config`, if it does."""
-    config = container.get("config") if isinstance(container.get("config"), dict) else {}
-    models = config.get("models") if isinstance(config.get("models"), dict) else {}
-    candidates = [
-        ("type", container.get("type")),
-        ("config.mimic_model.type", (config.get("mimic_model") or {}).get("type")),
-        ("config.models.student_model.name", (models.get("student_model") or {}).get("name")),
-    ]
-    for where, value in candidates:
+    for where in ("type", "config.mimic_model.type", "config.models.student_model.name"):
+        value: Any = container
+        for key in where.split("."):
+            value = value.get(key) if isinstance(value, Mapping) else None
         if isinstance(value, str):
             name = value.removeprefix("custom_").removesuffix("_mimic").removesuffix("_head")
             if name in ARCHITECTURES:
@@ -171,7 +167,7 @@ def _try(
     weight = state.get(tail_keys_map(layout, architecture, [classifier])[classifier]) if layout.whole else None
     num_classes = weight.shape[0] if weight is not None and weight.dim() == 2 else GUESS_CLASSES
     bottleneck_channels = channels or in_file or GUESS_CHANNELS
-    head, tail = _parts(layout, architecture, bottleneck_channels, num_classes)
+    head, tail = _parts(layout.whole, architecture, bottleneck_channels, num_classes)
     shapes = _shapes(head, tail)
     mapping = key_map(layout, architecture, list(head.state_dict()), list(tail.state_dict()) if tail else [])
     expected = {source: shapes[project] for project, source in mapping.items()}
@@ -223,8 +219,7 @@ def fit_checkpoint(
             f"{path}: fits {', '.join(fit.architecture for fit in fits)} alike (their heads are identical and the "
             f"file names none); say which with {names}."
         )
-    given = f" (model.bottleneck_channels={bottleneck_channels})" if bottleneck_channels else ""
-    reasons = "; ".join(f"{_described(fit)}{given}: {problem}" for fit, problem in tried)
+    reasons = "; ".join(f"{_described(fit)}: {problem}" for fit, problem in tried)
     raise ConversionError(
         f"{path}: in the {layout.name} layout, its tensors do not fit {reasons}. Check model=... and "
         f"model.bottleneck_channels=..., or pass the file of another configuration."
@@ -241,8 +236,9 @@ def closest_layout(state: Mapping[str, torch.Tensor], family: str | None = None)
         for architecture in sorted(ARCHITECTURES):
             heads, tails = _project_names(architecture)
             expected = list(key_map(layout, architecture, heads, tails if layout.whole else []).values())
+            known = set(expected)
             missing = [key for key in expected if key not in state]
-            unexpected = [key for key in state if key not in set(expected)]
+            unexpected = [key for key in state if key not in known]
             if best is None or len(missing) + len(unexpected) < best[0]:
                 best = (len(missing) + len(unexpected), layout.name, architecture, missing, unexpected)
     _, name, architecture, missing, unexpected = best
@@ -265,7 +261,7 @@ def choose_layout(
         )
     if layout is None:
         raise ConversionError(
-            f"{path}: its keys fit no layout of {', '.join(source and [source] or FAMILIES)} "
+            f"{path}: its keys fit no layout of {source or ', '.join(FAMILIES)} "
             f"({closest_layout(state, source)}). Is it a checkpoint of another model?"
         )
     return layout

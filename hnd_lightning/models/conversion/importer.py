@@ -76,11 +76,8 @@ def _load(fit: Fit, state: dict[str, torch.Tensor], prefix: str, module: nn.Modu
 
 
 def _method(fit: Fit, stated: str | None) -> str:
+    """The method split.json records: the one stated (checked by the caller), else the layout's, else unknown."""
     if stated is not None:
-        if stated not in METHODS:
-            raise ConversionError(
-                f"method={stated} cannot be recorded for a converted model; allowed: {list(METHODS)}."
-            )
         if fit.layout.method not in (None, stated):
             log.warning(
                 "The %s layout says method %s; recording method=%s as stated",
@@ -114,6 +111,7 @@ def import_checkpoint(
     output_dir: str | Path,
     architecture: str | None = None,
     bottleneck_channels: int | None = None,
+    num_classes: int | None = None,
     source: str | None = None,
     method: str | None = None,
     teacher_weights: str | None = "imagenet",
@@ -127,7 +125,8 @@ def import_checkpoint(
     Args:
         checkpoint: the original code's head-only, naive or KD file, a torchdistill 0.3.3 `custom_*`
             checkpoint or bare state dict, or an sc2bench `splittable_*` state dict (bottleneck idx 7 or 8).
-        architecture, bottleneck_channels: checked against the file when given (else taken from it).
+        architecture, bottleneck_channels, num_classes: checked against the file when given (else taken
+            from it; a head-only file's classes from its teacher).
         source: "original", "torchdistill" or "sc2bench" to insist on a family; None detects it.
         method: "naive", "kd" or "hnd" to record; None takes the layout's (HND for head-only files).
         teacher_weights, teacher_checkpoint: a head-only file's teacher (`model.teacher.*`).
@@ -149,10 +148,16 @@ def import_checkpoint(
     spec = get_architecture(fit.architecture)
     head = _load(fit, state, "head", fit.head)
     if layout.whole:
-        tail, teacher, num_classes = _load(fit, state, "tail", fit.tail), None, fit.num_classes
+        tail, teacher, found_classes = _load(fit, state, "tail", fit.tail), None, fit.num_classes
     else:
         tail, teacher = _teacher_tail(fit.architecture, teacher_weights, teacher_checkpoint)
-        num_classes = int(tail.state_dict()[f"{spec.stages[-1]}.weight"].shape[0])
+        found_classes = int(tail.state_dict()[f"{spec.stages[-1]}.weight"].shape[0])
+    if num_classes is not None and num_classes != found_classes:
+        raise ConversionError(
+            f"{path}: model.num_classes={num_classes}, but its {'classifier' if layout.whole else 'teacher'} has "
+            f"{found_classes} outputs; drop model.num_classes or pass {found_classes}."
+        )
+    num_classes = found_classes
     student = SplitModel(head.encoder, head.decoder, tail).eval()
     input_size = input_size or spec.input_size
     imagenet = num_classes == NUM_IMAGENET_CLASSES
