@@ -161,9 +161,6 @@ class CommandLineChecker:
     def __exit__(self, *exc: Any) -> None:
         self._context.__exit__(*exc)
 
-    def known(self, command: str) -> bool:
-        return command in self.commands or command in self.argparse_commands
-
     def check(self, command_line: CommandLine) -> Any:
         """Compose `command_line` (every combination a sweep needs); return the last config composed.
 

@@ -15,8 +15,6 @@ from hnd_lightning import summarize
 from hnd_lightning.command_lines import CommandLine, CommandLineChecker, documented_command_lines
 
 ROOT = Path(__file__).resolve().parents[1]
-# Commands whose pages may land before their code (other branches): their lines are skipped, visibly.
-PENDING_COMMANDS = {"convert"}
 
 
 def documented_sources() -> list[Path]:
@@ -41,8 +39,6 @@ def test_every_documented_command_line_composes(checker):
     assert len(lines) > 100, "the extractor lost the command lines"
     problems, checked = [], 0
     for line in lines:
-        if line.command in PENDING_COMMANDS and not checker.known(line.command):
-            continue
         try:
             checker.check(line)
         except (Exception, SystemExit) as error:
@@ -53,18 +49,6 @@ def test_every_documented_command_line_composes(checker):
                 problems.append(f"{line}\n    -> composed, but its comment says it fails")
         checked += 1
     assert not problems, f"{len(problems)} of {checked} documented command lines fail:\n" + "\n".join(problems)
-
-
-@pytest.mark.parametrize("command", sorted(PENDING_COMMANDS))
-def test_lines_of_pending_commands_are_reported(command, checker):
-    lines = [line for line in all_command_lines() if line.command == command]
-    if checker.known(command):
-        pytest.skip(f"hnd_lightning.{command} exists now: its {len(lines)} lines are checked above")
-    if lines:
-        where = sorted({line.source for line in lines})
-        pytest.skip(
-            f"hnd_lightning.{command} does not exist yet: {len(lines)} lines not checked, in {', '.join(where)}"
-        )
 
 
 def test_an_option_that_does_not_exist_fails(checker):
