@@ -73,6 +73,12 @@ def run_client(cfg: DictConfig) -> dict:
             "teacher_weights": client.teacher_source,
         },
         "load_average": list(os.getloadavg()),
+        # how tensors went: REST binary, or JSON (asked with binary=false, or fallen back to by itself)
+        "transport": {
+            "protocol": transport.protocol,
+            "binary": getattr(transport, "binary", True),
+            "binary_fallback": getattr(transport, "fallback", None),
+        },
         "prediction": "analyze's latency model fed "
         + ("the parts timed in " + str(cfg.analysis) if analysis else "this run's median part times"),
         "summary": rows,

@@ -25,6 +25,14 @@ from omegaconf import DictConfig
 
 from hnd_lightning.files import write_json
 from hnd_lightning.models.artifacts import load_split_artifacts
+from hnd_lightning.runtime.export.hosted import (
+    KSERVE_DIR,
+    MLSERVER_DIR,
+    TRITON_PYTHON_REPOSITORY,
+    write_kserve_server,
+    write_mlserver_runtime,
+    write_triton_python_repository,
+)
 from hnd_lightning.runtime.export.onnx_export import (
     DEPLOY_JSON,
     SERVER_FILE,
@@ -36,6 +44,24 @@ from hnd_lightning.runtime.export.onnx_export import (
 from hnd_lightning.runtime.export.triton_repository import MODEL_REPOSITORY, write_model_repository
 
 log = logging.getLogger(__name__)
+
+
+def write_hosted(cfg: DictConfig, output_dir: Path, server: dict[str, Any]) -> dict[str, str]:
+    """The server part for Triton's Python backend, KServe and MLServer, as `cfg.hosted` asks; their folders."""
+    hosted, triton = cfg.get("hosted"), cfg.get("triton")
+    if hosted is None:
+        return {}
+    onnx, threads, written = output_dir / SERVER_FILE, hosted.intra_op_threads, {}
+    if hosted.triton_python:
+        batching = (triton.max_batch_size, triton.max_queue_delay_ms, triton.max_queue) if triton else ()
+        written["triton_python"] = write_triton_python_repository(
+            output_dir / TRITON_PYTHON_REPOSITORY, onnx, server, *batching, intra_op_threads=threads
+        )
+    if hosted.kserve:
+        written["kserve"] = write_kserve_server(output_dir / KSERVE_DIR, onnx)
+    if hosted.mlserver:
+        written["mlserver"] = write_mlserver_runtime(output_dir / MLSERVER_DIR, onnx, server, threads)
+    return {name: str(path) for name, path in written.items()}
 
 
 def deploy(cfg: DictConfig) -> dict[str, Any]:
@@ -64,6 +90,9 @@ def deploy(cfg: DictConfig) -> dict[str, Any]:
             triton.max_queue,
         )
         description["model_repository"] = str(repository)
+    hosted = write_hosted(cfg, output_dir, description["server"])
+    if hosted:
+        description["hosted"] = hosted
     write_json(output_dir / DEPLOY_JSON, description)
     print(format_description(description, output_dir))
     return description

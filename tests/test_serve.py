@@ -174,8 +174,7 @@ def with_tensor(index: int, **changes) -> list[tuple]:
 
 def malformed_rest_cases() -> dict[str, tuple[str, bytes, dict, str]]:
     """case -> (model, body, headers, a phrase the error must contain)."""
-    good, size = rest_body(GOOD)
-    cases = {"unknown model": ("nope", good, {HEADER_LENGTH: str(size)}, "unknown model 'nope'")}
+    cases = {}
 
     def add(name, tensors, phrase, mutate=None):
         body, json_size = rest_body(tensors)
@@ -214,6 +213,30 @@ def malformed_rest_cases() -> dict[str, tuple[str, bytes, dict, str]]:
     return cases
 
 
+def test_an_unknown_model_gets_404_and_not_found_as_triton_kserve_and_mlserver_answer(served):
+    server, _ = served
+    body, size = rest_body(GOOD)
+    pool = urllib3.HTTPConnectionPool("127.0.0.1", server.server.http_port, retries=False)
+    for method, path in (
+        ("POST", "/v2/models/nope/infer"),
+        ("GET", "/v2/models/nope"),
+        ("GET", "/v2/models/nope/ready"),
+    ):
+        response = pool.request(
+            method, path, body=body if method == "POST" else None, headers={HEADER_LENGTH: str(size)}
+        )
+        assert response.status == 404 and "unknown model 'nope'" in json.loads(response.data)["error"], path
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for call in (
+            lambda: stub.ModelInfer(grpc_request("nope", GOOD), timeout=30),
+            lambda: stub.ModelMetadata(service_pb2.ModelMetadataRequest(name="nope"), timeout=30),
+        ):
+            with pytest.raises(grpc.RpcError) as raised:
+                call()
+            assert raised.value.code() == grpc.StatusCode.NOT_FOUND and "unknown model 'nope'" in raised.value.details()
+
+
 @pytest.mark.parametrize("case", list(malformed_rest_cases()))
 def test_malformed_rest_requests_get_400_naming_the_problem_and_the_next_is_served(served, case):
     server, models = served
@@ -238,7 +261,6 @@ def grpc_request(model: str, tensors: list[tuple]) -> service_pb2.ModelInferRequ
 @pytest.mark.parametrize(
     "model, tensors, phrase",
     [
-        ("nope", GOOD, "unknown model 'nope'"),
         ("server", with_tensor(2, name="zero"), "missing ['zero_point']"),
         ("server", with_tensor(0, datatype="INT8"), "datatype INT8"),
         ("server", with_tensor(0, shape=[1, 5, 3, 5]), "shape [1, 5, 3, 5]"),
@@ -248,7 +270,6 @@ def grpc_request(model: str, tensors: list[tuple]) -> service_pb2.ModelInferRequ
         ("teacher", [("image", "BYTES", [1], serialize_bytes([b"GIF89a broken"]))], "do not decode as an image"),
     ],
     ids=[
-        "unknown model",
         "wrong input name",
         "wrong datatype",
         "wrong shape",

@@ -35,6 +35,7 @@ DATATYPES: dict[str, np.dtype] = {
 # Status of each error kind on the two transports (gRPC codes by name).
 ERROR_STATUS = {
     "invalid": (400, "INVALID_ARGUMENT"),
+    "not_found": (404, "NOT_FOUND"),
     "unavailable": (503, "UNAVAILABLE"),
     "internal": (500, "INTERNAL"),
     "unauthenticated": (401, "UNAUTHENTICATED"),
@@ -43,8 +44,9 @@ ERROR_STATUS = {
 
 class InferenceError(Exception):
     """A request the server cannot serve. `kind`: "invalid" (the client's fault: 400 / INVALID_ARGUMENT),
-    "unavailable" (overload or shutdown: 503 / UNAVAILABLE), "internal" (500 / INTERNAL) or
-    "unauthenticated" (no or a wrong bearer token: 401 / UNAUTHENTICATED)."""
+    "not_found" (no such model: 404 / NOT_FOUND, as Triton, KServe and MLServer answer), "unavailable"
+    (overload or shutdown: 503 / UNAVAILABLE), "internal" (500 / INTERNAL) or "unauthenticated" (no or
+    a wrong bearer token: 401 / UNAUTHENTICATED)."""
 
     def __init__(self, message: str, kind: str = "invalid") -> None:
         super().__init__(message)

@@ -14,6 +14,7 @@ server (Triton, KServe) as well as this project's.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +26,20 @@ from hnd_lightning.runtime.common.protocol import DATATYPES, InferenceError, dat
 from hnd_lightning.runtime.common.rest_codec import HEADER_LENGTH, build_request, parse_response
 from hnd_lightning.runtime.device.link import EmulatedLink
 
+log = logging.getLogger(__name__)
 PROTOCOLS = ("http", "grpc")
 SCHEMES = {"http": "http", "https": "http", "grpc": "grpc", "grpcs": "grpc"}  # URL scheme -> protocol
-KIND_BY_HTTP_STATUS = {400: "invalid", 401: "unauthenticated", 408: "invalid", 431: "invalid", 503: "unavailable"}
+KIND_BY_HTTP_STATUS = {
+    400: "invalid",
+    401: "unauthenticated",
+    404: "not_found",
+    408: "invalid",
+    431: "invalid",
+    503: "unavailable",
+}
 KIND_BY_GRPC_CODE = {
     "INVALID_ARGUMENT": "invalid",
+    "NOT_FOUND": "not_found",
     "UNAVAILABLE": "unavailable",
     "RESOURCE_EXHAUSTED": "unavailable",
     "UNAUTHENTICATED": "unauthenticated",
@@ -63,6 +73,9 @@ class HttpTransport:
         import urllib3
 
         self.binary, self.link = binary, link or EmulatedLink()
+        # why binary tensors were given up for JSON (a server without the extension, e.g. MLServer), or None
+        self.fallback: str | None = None
+        self._binary_answered = False
         self._auth = {"authorization": f"Bearer {token}"} if token else {}
         options = {"maxsize": 1, "timeout": timeout_s, "retries": False}
         if tls is None:
@@ -71,7 +84,11 @@ class HttpTransport:
             self._pool = urllib3.HTTPSConnectionPool(host, port, ssl_context=tls.ssl_context(), **options)
 
     def _get(self, path: str) -> tuple[int, bytes]:
-        response = self._pool.request("GET", path, headers=self._auth)
+        import urllib3
+
+        # one retry: a server may drop the connection after an error answer (MLServer after its 500s)
+        retries = urllib3.Retry(1, redirect=0, status=0)
+        response = self._pool.request("GET", path, headers=self._auth, retries=retries)
         return response.status, response.data
 
     def ready(self, model: str | None = None) -> bool:
@@ -85,7 +102,38 @@ class HttpTransport:
         return json.loads(body) if status == 200 else None
 
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> Reply:
-        body, headers = build_request(inputs, outputs, self.binary)
+        """One request; binary tensors (when `binary`) until a server that does not advertise the binary
+        extension refuses them while JSON is served: from then on JSON, said in `fallback` and the log."""
+        try:
+            reply = self._infer(model, inputs, outputs, self.binary)
+        except InferenceError as refused:
+            if (
+                not self.binary
+                or self._binary_answered
+                or refused.kind in ("unavailable", "not_found", "unauthenticated")
+                or self._advertises_binary()
+            ):
+                raise
+            try:
+                reply = self._infer(model, inputs, outputs, binary=False)
+            except InferenceError:
+                raise refused from None  # the request itself is bad, not its encoding
+            answer = str(refused).splitlines()[0][:120]
+            self.binary = False
+            self.fallback = f"binary tensors refused ({answer}) by a server that lists no binary_tensor_data extension"
+            log.warning("%s:%s: %s; sending JSON tensors from now on.", self._pool.host, self._pool.port, self.fallback)
+        self._binary_answered = self._binary_answered or self.binary
+        return reply
+
+    def _advertises_binary(self) -> bool:
+        status, body = self._get("/v2")
+        try:
+            return status == 200 and "binary_tensor_data" in json.loads(body).get("extensions", [])
+        except (ValueError, AttributeError):
+            return False
+
+    def _infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str], binary: bool) -> Reply:
+        body, headers = build_request(inputs, outputs, binary)
         headers.update(self._auth)
         started = time.perf_counter()
         self.link.send(len(body))

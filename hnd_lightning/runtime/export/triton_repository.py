@@ -49,19 +49,39 @@ def model_config(
     max_batch_size: int = 16,
     max_queue_delay_ms: float = 0.0,
     max_queue: int = 64,
+    backend: str | None = None,
+    parameters: dict[str, str] | None = None,
 ) -> str:
     """The `config.pbtxt` text of an ONNX model with `inputs` / `outputs` as deploy.json describes them
-    (`{"name", "shape": ["batch", ...], "dtype"}`): dynamic batching with a bounded queue, as `serve` does."""
+    (`{"name", "shape": ["batch", ...], "dtype"}`): dynamic batching with a bounded queue, as `serve` does.
+
+    `backend=None` serves the file with Triton's ONNX Runtime backend (`platform: "onnxruntime_onnx"`);
+    `backend="python"` runs a `model.py` on one CPU instance (as `serve` computes one batch at a time),
+    with `parameters` (string values) for it to read.
+    """
+    if backend is None:
+        head = 'platform: "onnxruntime_onnx"\n'
+    else:
+        head = f'backend: "{backend}"\ninstance_group [ {{ count: 1, kind: KIND_CPU }} ]\n'
+    blocks = [
+        f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
+        for key, value in (parameters or {}).items()
+    ]
     return (
         f'name: "{name}"\n'
-        'platform: "onnxruntime_onnx"\n'
-        f"max_batch_size: {int(max_batch_size)}\n"
-        "input [\n" + ",\n".join(_tensor_block(t) for t in inputs) + "\n]\n"
-        "output [\n" + ",\n".join(_tensor_block(t) for t in outputs) + "\n]\n"
-        "dynamic_batching {\n"
-        f"  max_queue_delay_microseconds: {int(round(1000 * max_queue_delay_ms))}\n"
-        f"  default_queue_policy {{ max_queue_size: {int(max_queue)} }}\n"
-        "}\n"
+        + head
+        + f"max_batch_size: {int(max_batch_size)}\n"
+        + "input [\n"
+        + ",\n".join(_tensor_block(t) for t in inputs)
+        + "\n]\n"
+        + "output [\n"
+        + ",\n".join(_tensor_block(t) for t in outputs)
+        + "\n]\n"
+        + "dynamic_batching {\n"
+        + f"  max_queue_delay_microseconds: {int(round(1000 * max_queue_delay_ms))}\n"
+        + f"  default_queue_policy {{ max_queue_size: {int(max_queue)} }}\n"
+        + "}\n"
+        + "".join(blocks)
     )
 
 

@@ -70,7 +70,7 @@ class InferenceService:
 
     def model(self, name: str) -> ServedModel:
         if name not in self.models:
-            raise InferenceError(f"unknown model '{name}'; this server serves {sorted(self.models)}")
+            raise InferenceError(f"unknown model '{name}'; this server serves {sorted(self.models)}", "not_found")
         return self.models[name]
 
     def server_metadata(self) -> dict[str, Any]:
