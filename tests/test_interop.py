@@ -20,6 +20,7 @@ pytest.importorskip("onnxruntime", reason='needs the deploy extra: pip install -
 from PIL import Image  # noqa: E402
 from servers import conformance  # noqa: E402
 from servers.hosts import kserve_process, mlserver_process, triton_process  # noqa: E402
+from servers.processes import listening_addresses  # noqa: E402
 from servers.venvs import PINS, ensure_venvs  # noqa: E402
 from test_serve import split_artifacts  # noqa: E402
 
@@ -104,6 +105,14 @@ def host(request, deployed, in_process, server_venvs, tmp_path_factory):
         host.process = process
         yield host
         host.close()
+
+
+def test_every_server_listens_on_loopback_only(host):
+    """KServe binds 0.0.0.0 and [::] itself: its adapter's --bind must hold; Triton and MLServer by settings."""
+    ports = [host.http_port, host.grpc_port, *([host.process.metrics_port] if getattr(host, "process", None) else [])]
+    addresses = listening_addresses([port for port in ports if port])
+    # gRPC's core binds an IPv6 socket holding the IPv4-mapped loopback address: still this machine only
+    assert addresses and addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
 
 
 @pytest.mark.parametrize("check", list(conformance.CHECKS))

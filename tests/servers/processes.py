@@ -126,3 +126,22 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def listening_addresses(ports: Sequence[int]) -> set[str]:
+    """Local addresses of the TCP sockets listening on `ports`, from /proc/net/tcp and tcp6 (Linux)."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        if not Path(table).is_file():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port = fields[1].split(":")
+            if fields[3] == "0A" and int(port, 16) in ports:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                if width == 8:
+                    found.add(".".join(str(byte) for byte in raw[::-1]))
+                else:  # four little-endian 32-bit words
+                    words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
+                    found.add(socket.inet_ntop(socket.AF_INET6, b"".join(words)))
+    return found

@@ -79,7 +79,17 @@ def _build(name: str, path: Path, pins: tuple[str, ...]) -> dict:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, capture_output=True, timeout=120)
     # --no-compile: byte-compiling every installed module doubled the install time; what runs compiles on import
-    command = [str(path / "bin" / "python"), "-m", "pip", "install", "--no-input", "--no-compile", "--progress-bar", "off", *pins]
+    command = [
+        str(path / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "--no-input",
+        "--no-compile",
+        "--progress-bar",
+        "off",
+        *pins,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     if result.returncode != 0:
         raise RuntimeError(
