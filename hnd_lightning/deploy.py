@@ -9,6 +9,10 @@ Writes into the run directory (`outputs/deploy/<date>/<time>/` by default):
     server.onnx   the device's outputs -> logits (N, num_classes) float32
     deploy.json   inputs and outputs of both files, preprocessing, payload bytes, class names and
                   the onnxruntime check against the PyTorch modules
+    model_repository/           the server part for a Triton with the ONNX Runtime backend (`triton.*`)
+    triton_python_repository/   the same for Triton's Python backend (the Triton pip installs)
+    kserve/  mlserver/          a KServe ModelServer and an MLServer runtime of the server part
+                                (`hosted.*`; docs/howto/serving.md says how to start each)
 
 Both files need only onnxruntime (and numpy) to run. They are exported with the TorchScript-based
 exporter (`dynamo=False`), which needs no `onnxscript`; the batch dimension is dynamic.
@@ -49,7 +53,10 @@ log = logging.getLogger(__name__)
 def write_hosted(cfg: DictConfig, output_dir: Path, server: dict[str, Any]) -> dict[str, str]:
     """The server part for Triton's Python backend, KServe and MLServer, as `cfg.hosted` asks; their folders."""
     hosted, triton = cfg.get("hosted"), cfg.get("triton")
-    if hosted is None:
+    if hosted is None or not (hosted.triton_python or hosted.kserve or hosted.mlserver):
+        return {}
+    if not cfg.quantized:
+        log.warning("hosted.*: the adapters serve the 8-bit server part; quantized=false writes none of them")
         return {}
     onnx, threads, written = output_dir / SERVER_FILE, hosted.intra_op_threads, {}
     if hosted.triton_python:
@@ -58,7 +65,7 @@ def write_hosted(cfg: DictConfig, output_dir: Path, server: dict[str, Any]) -> d
             output_dir / TRITON_PYTHON_REPOSITORY, onnx, server, *batching, intra_op_threads=threads
         )
     if hosted.kserve:
-        written["kserve"] = write_kserve_server(output_dir / KSERVE_DIR, onnx)
+        written["kserve"] = write_kserve_server(output_dir / KSERVE_DIR, onnx, threads)
     if hosted.mlserver:
         written["mlserver"] = write_mlserver_runtime(output_dir / MLSERVER_DIR, onnx, server, threads)
     return {name: str(path) for name, path in written.items()}

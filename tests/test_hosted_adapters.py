@@ -60,6 +60,10 @@ def test_deploy_writes_a_python_backend_repository_a_kserve_server_and_an_mlserv
     assert config.parameters["intra_op_threads"].string_value == "2"
     assert "class TritonPythonModel" in (model_dir / "1" / "model.py").read_text()
     assert "kserve.ModelServer().start" in (output / "kserve" / "kserve_server.py").read_text()
+    assert json.loads((output / "kserve" / "settings.json").read_text()) == {
+        "model_name": "server",
+        "intra_op_threads": 2,
+    }
     settings = json.loads((output / "mlserver" / "settings.json").read_text())
     assert settings == {"host": "127.0.0.1", "parallel_workers": 0}
     model_settings = json.loads((output / "mlserver" / "server" / "model-settings.json").read_text())

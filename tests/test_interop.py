@@ -35,11 +35,24 @@ from hnd_lightning.runtime.server.service import BatchingSettings, InferenceServ
 STARTERS = {"triton": triton_process, "kserve": kserve_process, "mlserver": mlserver_process}
 
 
+# Triton in the default suite; KServe and MLServer in the slow one: on an empty cache (CI) their venvs
+# add minutes of pip to the run (docs/results/serving.md has the times)
+SERVERS = [
+    pytest.param(name, marks=pytest.mark.slow) if name in ("kserve", "mlserver") else name
+    for name in conformance.SERVERS
+]
+
+
 @pytest.fixture(scope="session")
 def server_venvs(request) -> dict:
-    """Each foreign server's venv (built at most once per session and cache; a file lock keeps two pytest
-    processes from building the same one), or why it cannot be had here."""
-    venvs = ensure_venvs(list(PINS))
+    """The venv of each foreign server this session tests (built at most once per session and cache, side
+    by side; a file lock keeps two pytest processes from building the same one), or why it cannot be had."""
+    wanted = {
+        item.callspec.params["host"]
+        for item in request.session.items
+        if hasattr(item, "callspec") and item.callspec.params.get("host") in PINS
+    }
+    venvs = ensure_venvs(sorted(wanted)) if wanted else {}
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     for name, venv in venvs.items():
         line = (
@@ -83,7 +96,7 @@ def in_process(deployed):
     )["logits"]
 
 
-@pytest.fixture(scope="module", params=conformance.SERVERS)
+@pytest.fixture(scope="module", params=SERVERS)
 def host(request, deployed, in_process, server_venvs, tmp_path_factory):
     """One server hosting deploy's server part on 127.0.0.1, as a `conformance.Host`; stopped afterwards."""
     artifacts, deploy_dir = deployed

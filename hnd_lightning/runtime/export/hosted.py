@@ -7,7 +7,7 @@ in the files written from data: `config.pbtxt`, `model-settings.json`, `settings
 
     triton_python_repository/server/   config.pbtxt (backend "python", dynamic batching, bounded queue)
                                        1/model.py  1/split_server_part.py  1/model.onnx
-    kserve/                            kserve_server.py  split_server_part.py  model.onnx
+    kserve/                            kserve_server.py  settings.json  split_server_part.py  model.onnx
     mlserver/                          settings.json (127.0.0.1, parallel_workers 0)
                                        server/model-settings.json  server/mlserver_runtime.py
                                        server/split_server_part.py  server/model.onnx
@@ -80,10 +80,13 @@ def write_triton_python_repository(
     return directory
 
 
-def write_kserve_server(directory: str | Path, server_onnx: str | Path) -> Path:
-    """`kserve_server.py` (a KServe ModelServer of model `server`) with what it runs. Returns `directory`."""
+def write_kserve_server(directory: str | Path, server_onnx: str | Path, intra_op_threads: int = 1) -> Path:
+    """`kserve_server.py` (a KServe ModelServer of model `server`) with what it runs and its default
+    settings (`settings.json`). Returns `directory`."""
     directory = Path(directory)
     _copy_adapter(directory, "kserve_server.py", "kserve_server.py", server_onnx)
+    settings = {"model_name": MODEL_NAME, "intra_op_threads": int(intra_op_threads)}
+    atomic_write_text(directory / "settings.json", json.dumps(settings, indent=2) + "\n")
     return directory
 
 

@@ -3,7 +3,8 @@
     python kserve_server.py --http_port 8080 --grpc_port 8081 [--bind 127.0.0.1] [--intra_op_threads 1]
 
 Serves model `server` (`--model_name`) on the Open Inference Protocol, running `model.onnx` beside
-this file through `split_server_part.py` (onnxruntime + numpy). KServe 0.21 has no host option: REST
+this file through `split_server_part.py` (onnxruntime + numpy); `settings.json` beside it holds the
+defaults deploy chose (`model_name`, `intra_op_threads`). KServe 0.21 has no host option: REST
 binds 0.0.0.0 and gRPC [::]. `--bind ADDRESS` puts both on ADDRESS instead (127.0.0.1: this machine
 only), by giving uvicorn's Config and grpc.aio's add_insecure_port that address before KServe starts.
 Every other flag is KServe's own (`--workers`, `--max_threads`, `--ssl_certfile`, ...). KServe checks
@@ -14,6 +15,7 @@ a time, unbatched (KServe has no dynamic batcher); each response says `batch_siz
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import uuid
@@ -26,12 +28,15 @@ from split_server_part import INPUTS, OUTPUT, InvalidInput, SplitServerPart  # n
 
 
 def parse_own_arguments() -> argparse.Namespace:
-    """This adapter's flags; KServe parses the whole command line again for its own and ignores these."""
+    """This adapter's flags, their defaults from `settings.json` beside it (written by deploy); KServe
+    parses the whole command line again for its own flags and ignores these."""
+    settings_file = HERE / "settings.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--bind", default=None, help="listen on this address only (default: KServe's 0.0.0.0 / [::])")
-    parser.add_argument("--model_name", default="server")
+    parser.add_argument("--model_name", default=settings.get("model_name", "server"))
     parser.add_argument("--onnx", default=str(HERE / "model.onnx"))
-    parser.add_argument("--intra_op_threads", type=int, default=1)
+    parser.add_argument("--intra_op_threads", type=int, default=settings.get("intra_op_threads", 1))
     return parser.parse_known_args()[0]
 
 

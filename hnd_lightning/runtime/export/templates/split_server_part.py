@@ -31,12 +31,13 @@ class InvalidInput(ValueError):
 class SplitServerPart:
     """`server.onnx` in one onnxruntime session, with the input checks of `hnd_lightning.serve`."""
 
-    def __init__(self, onnx_path: str | Path, intra_op_threads: int = 1, spinning: bool = False) -> None:
+    def __init__(self, onnx_path: str | Path, intra_op_threads: int = 1, spinning: bool | None = False) -> None:
+        """`intra_op_threads` 0 and `spinning` None keep onnxruntime's defaults (a thread per core, spinning)."""
         options = onnxruntime.SessionOptions()
         if intra_op_threads:
             options.intra_op_num_threads = int(intra_op_threads)
-        # a spinning intra-op pool burns the cores other processes (the front end, other stubs) need
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        if spinning is not None:  # a spinning pool burns the cores the front end and other processes need
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         found = {node.name: ONNX_TYPES.get(node.type) for node in self.session.get_inputs()}
         if found != INPUTS:

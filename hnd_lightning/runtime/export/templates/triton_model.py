@@ -3,8 +3,9 @@
 Runs `model.onnx` beside it through `split_server_part.py` (onnxruntime and numpy alone: Triton's stub
 venv cannot hold torch). Triton's dynamic batcher hands `execute` a list of requests without joining
 them: each request is checked on its own (a bad one gets its own 400, the others run), the good ones
-are concatenated, run once and split back. Config `parameters` read here: `intra_op_threads`,
-`allow_spinning`. Triton 2.51's responses take no parameters: batch sizes are in Triton's
+are concatenated, run once and split back. Config `parameters` read here: `intra_op_threads`
+(0: onnxruntime's default, a thread per core) and `allow_spinning` ("true" / "false"; absent:
+onnxruntime's default). Triton 2.51's responses take no parameters: batch sizes are in Triton's
 `/v2/models/server/stats` (`batch_stats`), queue and compute times in its metrics.
 """
 
@@ -25,11 +26,8 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         onnx_path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        self.part = SplitServerPart(
-            onnx_path,
-            int(_parameter(config, "intra_op_threads", "1")),
-            _parameter(config, "allow_spinning", "false").lower() == "true",
-        )
+        spinning = {"true": True, "false": False}.get(_parameter(config, "allow_spinning", "").lower())
+        self.part = SplitServerPart(onnx_path, int(_parameter(config, "intra_op_threads", "1")), spinning)
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
