@@ -172,6 +172,9 @@ class OnnxRunner:
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # idle intra-op threads that spin take the cores the server's front end and other processes need:
+        # with spinning, a thread per core halved a loaded 2-core machine's throughput (docs/results/serving.md)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         wanted = resolve_device(device)
         providers = onnx_providers(wanted, onnxruntime.get_available_providers())
         self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
