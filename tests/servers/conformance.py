@@ -320,7 +320,7 @@ DIFFERENCES: dict[tuple[str, str], tuple[object, str]] = {
     ("mlserver", "rest malformed json"): (422, "MLServer: FastAPI's 422 {'detail': [...]}"),
     ("mlserver", "rest json NaN scale"): (
         422,
-        "MLServer's JSON parser refuses NaN, which is not JSON (ours and Triton read it)",
+        "MLServer's JSON parser refuses NaN, which is not JSON (ours, Triton and KServe read it)",
     ),
     ("mlserver", "* too many rows"): ("ok", NO_BATCH_LIMIT),
     ("mlserver", "rest json unknown output"): (200, "MLServer ignores an unknown requested output"),
