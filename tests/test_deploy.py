@@ -54,8 +54,11 @@ def test_deploy_writes_both_onnx_files_and_their_description(deployed):
     assert sorted(p.name for p in output_dir.iterdir()) == [
         "deploy.json",
         "device.onnx",
+        "kserve",
+        "mlserver",
         "model_repository",
         "server.onnx",
+        "triton_python_repository",
     ]
     assert json.loads((output_dir / "deploy.json").read_text()) == description
     assert [t["name"] for t in description["device"]["outputs"]] == ["bottleneck", "scale", "zero_point"]
