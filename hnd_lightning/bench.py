@@ -11,7 +11,11 @@ slows every subject alike); medians and spread are over all timed steps. The sub
 - `plain_pytorch`: the same HND step written as a plain PyTorch loop over the same models, optimizer
   and batches, with no framework; its ratio to the Lightning step is the framework's overhead.
 - `infer`: the student at inference, part by part: `device` (encoder: image -> bottleneck tensor),
-  `server` (decoder + tail: bottleneck tensor -> logits) and `student` (the whole split model).
+  `server` (decoder + tail: bottleneck tensor -> logits) and `student` (the whole split model), and the
+  whole `teacher` (all on the device, or all on the server). With `weak_device.cpu_quota` or
+  `weak_device.slowdown` they run as a weaker device does (`infer`) and also unthrottled
+  (`infer_unthrottled`), in turns; the ratios give the slowdown reached. A bench report is a speed
+  profile of its machine for `analyze` (`device_profile.measured=PATH`).
 - `data` (with `data_root=PATH`): images/s of JPEG decoding + training augmentation of the ImageFolder
   `PATH/train`, for each DataLoader worker count in `data_workers`.
 

@@ -5,7 +5,8 @@ payload to the edge server over REST or gRPC, and measures per image: device com
 transfer, server queue + compute, end to end, and top-1 when the images are labelled; the same
 images also go as JPEG to the server's `teacher` and through the whole teacher here, so the three
 strategies of `analyze` are measured. `link.bandwidth_mbps` / `link.rtt_ms` emulate a slower link;
-`https://` / `grpcs://` servers with `tls.*`, a bearer token with `auth.*`.
+`https://` / `grpcs://` servers with `tls.*`, a bearer token with `auth.*`;
+`weak_device.cpu_quota` / `weak_device.slowdown` a slower device (its record goes into client.json).
 Writes `client.json` and `latency_measured_vs_predicted.png` (with `analyze`'s prediction beside the
 measurement) into the run directory and prints a table. Settings: `conf/client.yaml`.
 """
@@ -25,10 +26,11 @@ from PIL import Image
 from hnd_lightning.files import write_json
 from hnd_lightning.runtime.common.credentials import client_credentials
 from hnd_lightning.runtime.common.images import list_images
-from hnd_lightning.runtime.device.device_client import SplitClient
+from hnd_lightning.runtime.device.device_client import DEVICE_ONNX, SplitClient
 from hnd_lightning.runtime.device.measure import check_strategies, measure_strategies, summarize
 from hnd_lightning.runtime.device.report import PLOT_FILE, compare, format_table, plot, predict
 from hnd_lightning.runtime.device.transport import connect
+from hnd_lightning.weak_device import describe, weak_device_from_config
 
 log = logging.getLogger(__name__)
 CLIENT_JSON = "client.json"
@@ -44,10 +46,20 @@ def run_client(cfg: DictConfig) -> dict:
     )
     tls, token = client_credentials(cfg.tls, cfg.auth)
     transport = connect(cfg.server, binary=cfg.binary, tls=tls, token=token, insecure=cfg.insecure)
+    weak_device = weak_device_from_config(cfg.get("weak_device"))
     try:
         teacher = cfg.teacher if "device_only" in strategies else None
         client = SplitClient(
-            cfg.artifacts, transport, cfg.runtime, cfg.device, cfg.deploy_dir, teacher, cfg.model, cfg.jpeg_quality
+            cfg.artifacts,
+            transport,
+            cfg.runtime,
+            cfg.device,
+            cfg.deploy_dir,
+            teacher,
+            cfg.model,
+            cfg.jpeg_quality,
+            weak_device,
+            cfg.get("device_onnx") or DEVICE_ONNX,
         )
         if "server_only" in strategies and transport.metadata("teacher") is None:
             raise ValueError(
@@ -58,7 +70,8 @@ def run_client(cfg: DictConfig) -> dict:
         for item in listed:
             with Image.open(item.path) as image:
                 images.append(client.prepare(image, item.label))
-        records = measure_strategies(client, images, strategies, bandwidths, cfg.link.rtt_ms, cfg.warmup)
+        with weak_device:  # the device computations under the quota; removed on an error or SIGTERM too
+            records = measure_strategies(client, images, strategies, bandwidths, cfg.link.rtt_ms, cfg.warmup)
     finally:
         transport.close()
     analysis = json.loads(Path(cfg.analysis).read_text()) if cfg.analysis else None
@@ -79,6 +92,8 @@ def run_client(cfg: DictConfig) -> dict:
             "binary": getattr(transport, "binary", True),
             "binary_fallback": getattr(transport, "fallback", None),
         },
+        "device_part": getattr(client.device_part, "description", None),
+        "weak_device": weak_device.record(),
         "prediction": "analyze's latency model fed "
         + ("the parts timed in " + str(cfg.analysis) if analysis else "this run's median part times"),
         "summary": rows,
@@ -87,6 +102,7 @@ def run_client(cfg: DictConfig) -> dict:
     write_json(output_dir / CLIENT_JSON, report)
     plot(rows, output_dir / PLOT_FILE)
     print(format_table(rows))
+    print(describe(report["weak_device"]))
     log.info("Written %s", output_dir / CLIENT_JSON)
     return report
 

@@ -13,6 +13,9 @@ Writes into the run directory (`outputs/deploy/<date>/<time>/` by default):
     triton_python_repository/   the same for Triton's Python backend (the Triton pip installs)
     kserve/  mlserver/          a KServe ModelServer and an MLServer runtime of the server part
                                 (`hosted.*`; docs/howto/serving.md says how to start each)
+    device_int8.onnx  with int8.enabled=true: device.onnx quantized by onnxruntime's static quantization,
+                  calibrated on int8.calibration_images; deploy.json's `int8` holds top-1 of both device
+                  files on int8.eval_images and their device ms
 
 Both files need only onnxruntime (and numpy) to run. They are exported with the TorchScript-based
 exporter (`dynamo=False`), which needs no `onnxscript`; the batch dimension is dynamic.
@@ -37,6 +40,7 @@ from hnd_lightning.runtime.export.hosted import (
     write_mlserver_runtime,
     write_triton_python_repository,
 )
+from hnd_lightning.runtime.export.int8 import build_int8_device_part, format_int8
 from hnd_lightning.runtime.export.onnx_export import (
     DEPLOY_JSON,
     SERVER_FILE,
@@ -100,8 +104,13 @@ def deploy(cfg: DictConfig) -> dict[str, Any]:
     hosted = write_hosted(cfg, output_dir, description["server"])
     if hosted:
         description["hosted"] = hosted
+    int8 = cfg.get("int8")
+    if int8 is not None and int8.enabled:  # device_int8.onnx: the device part in 8 bits, beside float32
+        description["int8"] = build_int8_device_part(output_dir, artifacts.metadata, int8)
     write_json(output_dir / DEPLOY_JSON, description)
     print(format_description(description, output_dir))
+    if "int8" in description:
+        print(format_int8(description["int8"]))
     return description
 
 

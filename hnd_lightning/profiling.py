@@ -18,6 +18,8 @@ import platform
 import re
 import statistics
 import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +50,19 @@ def synchronize(device: torch.device) -> None:
 # --------------------------------------------------------------------------------------- timing
 @torch.inference_mode()
 def median_latencies_ms(
-    calls: dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]], warmup: int, repeats: int, device: torch.device
+    calls: dict[str, tuple[Callable[..., Any], tuple[torch.Tensor, ...]]],
+    warmup: int,
+    repeats: int,
+    device: torch.device,
+    contexts: Mapping[str, Callable[[], AbstractContextManager]] | None = None,
 ) -> dict[str, float]:
     """Median wall time in milliseconds of each `module(*inputs)` in `calls`, after `warmup` runs each.
 
     The calls take turns within every repeat, so a change in the machine's load hits all of them alike.
+    `contexts[name]()` (e.g. a weak device's `throttled`) is entered around each timed call of `name`,
+    outside its timer.
     """
+    contexts = contexts or {}
     # Not torch.utils.benchmark.Timer: its timeit(1) adds two untimed warm-up calls before every timed
     # one, which would triple the cost of taking turns call by call.
     for module, inputs in calls.values():
@@ -63,10 +72,11 @@ def median_latencies_ms(
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, (module, inputs) in calls.items():
-            started = time.perf_counter()
-            module(*inputs)
-            synchronize(device)
-            times[name].append(time.perf_counter() - started)
+            with contexts.get(name, nullcontext)():
+                started = time.perf_counter()
+                module(*inputs)
+                synchronize(device)
+                times[name].append(time.perf_counter() - started)
     return {name: 1000 * statistics.median(values) for name, values in times.items()}
 
 

@@ -73,7 +73,7 @@ def test_cli_writes_json_markdown_and_csv_with_every_method_and_part(tmp_path):
     results = report["results"]
     assert [r["method"] for r in results if r["phase"] == "train"] == list(METHOD_NAMES)
     assert [(r["method"], r["part"]) for r in results if r["phase"] == "plain_pytorch"] == [("hnd", None)]
-    assert [r["part"] for r in results if r["phase"] == "infer"] == ["device", "server", "student"]
+    assert [r["part"] for r in results if r["phase"] == "infer"] == ["device", "server", "student", "teacher"]
     # memory is measured wherever this runs: per turn where VmHWM can be reset, else the process peak
     expected_scope = "turn" if _clear_refs_writable() else "process"
     for record in results:

@@ -87,13 +87,49 @@ def _latency_section(side: str, latency: dict[str, Any]) -> list[str]:
     columns = [Column("part"), Column("batch_1_ms", "batch 1 ms", format=".2f")]
     if batch > 1:
         columns.append(Column(f"batch_{batch}_ms_per_image", f"batch {batch} ms/image", format=".2f"))
-    return [
+    lines = [
         f"## Latency on the {side}",
         "",
         f"{machine['device']}{', ' + name if name else ''}, {machine['torch_threads']} threads, host {machine['host']}: "
         f"median of {settings['repeats']} runs after {settings['warmup']} warm-up.",
         "",
-        markdown_table(rows, columns),
+    ]
+    weak = latency.get("weak_device")
+    if weak:
+        reached = ", ".join(f"{PART_LABELS[part]} {ratio:.2f}x" for part, ratio in weak["measured_slowdown"].items())
+        lines += [
+            f"Timed on a weak device ({weak['mechanism']}, asked {weak['asked_slowdown']:.3g}x slower than this "
+            f"machine{'; ' + weak['fallback'] if weak['fallback'] else ''}); reached, against the same parts "
+            f"unthrottled in turn: {reached}.",
+            "",
+        ]
+    if latency.get("profile"):
+        lines += [f"Profile: {latency['profile']['source']}.", ""]
+    return [*lines, markdown_table(rows, columns)]
+
+
+def _crossing_text(crossing: dict[str, Any], other: str) -> str:
+    wins = crossing["split_wins"]
+    if wins in ("always", "never"):
+        return f"- HND split against {other}: faster at {'every' if wins == 'always' else 'no'} bandwidth."
+    return f"- HND split against {other}: faster {wins} {crossing['mbps']:.3g} Mbit/s."
+
+
+def _crossover_section(analysis: dict[str, Any]) -> list[str]:
+    crossings, band = analysis["crossovers"], analysis["crossovers"]["split_fastest"]
+    if band is None:
+        fastest = "- The split is the fastest of the three at no bandwidth."
+    else:
+        high = "no upper end" if band["to_mbps"] is None else f"{band['to_mbps']:.3g} Mbit/s"
+        fastest = f"- The split is the fastest of the three from {band['from_mbps']:.3g} Mbit/s to {high}."
+    return [
+        "",
+        "## Crossover bandwidths (closed form of the latency model)",
+        "",
+        _crossing_text(crossings["split_vs_server_only"], STRATEGIES["server_only"]),
+        _crossing_text(crossings["split_vs_device_only"], STRATEGIES["device_only"]),
+        fastest,
+        "",
     ]
 
 
@@ -125,6 +161,8 @@ def format_analysis(analysis: dict[str, Any]) -> str:
     for side in ("device", "server"):
         lines += _latency_section(side, analysis["latency"][side])
     lines += _end_to_end_section(analysis)
+    if "crossovers" in analysis:  # analyses written before crossovers were computed have none
+        lines += _crossover_section(analysis)
     lines += [f"- {note}" for note in analysis["notes"]]
     return "\n".join(lines) + "\n"
 
@@ -140,7 +178,18 @@ def plot_latency(analysis: dict[str, Any], path: Path) -> Path:
         ylabel="end-to-end latency per image (ms)",
         title=f"{model['architecture']}, B = {model['bottleneck_channels']}, input {model['input_size']}",
         log_x=True,
+        vertical_lines=crossover_lines(analysis.get("crossovers")),
     )
+
+
+def crossover_lines(crossings: dict[str, Any] | None) -> dict[str, float]:
+    """Plot labels -> Mbit/s of the closed-form crossovers that exist."""
+    lines = {}
+    for key, other in (("split_vs_server_only", "server_only"), ("split_vs_device_only", "device_only")):
+        crossing = (crossings or {}).get(key) or {}
+        if crossing.get("mbps"):
+            lines[f"split = {STRATEGIES[other]} ({crossing['mbps']:.3g} Mbit/s)"] = crossing["mbps"]
+    return lines
 
 
 def write_analysis(analysis: dict[str, Any], output_dir: Path) -> str:

@@ -78,8 +78,9 @@ def _paired_speedup(fast: dict[str, Any], slow: dict[str, Any]) -> float:
 
 
 def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
-    """HND's speed-up over the other methods, and the Lightning path's speed relative to the plain loop
-    (images/s ratios, each the median over rounds of that round's ratio)."""
+    """HND's speed-up over the other methods, the Lightning path's speed relative to the plain loop and, on
+    a weak device, how much slower each inference part ran than unthrottled (images/s ratios, each the
+    median over rounds of that round's ratio)."""
     train = {r["method"]: r for r in results if r["phase"] == "train"}
     plain = next((r for r in results if r["phase"] == "plain_pytorch"), None)
     out = {}
@@ -89,6 +90,10 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
                 out[f"hnd_over_{other}"] = _paired_speedup(train["hnd"], train[other])
         if plain:
             out["lightning_hnd_over_plain_pytorch"] = _paired_speedup(train["hnd"], plain)
+    unthrottled = {r["part"]: r for r in results if r["phase"] == "infer_unthrottled"}
+    for row in results:  # a weak device's inference against the same part at full speed
+        if row["phase"] == "infer" and row["part"] in unthrottled:
+            out[f"weak_device_slowdown_{row['part']}"] = _paired_speedup(unthrottled[row["part"]], row)
     return out
 
 

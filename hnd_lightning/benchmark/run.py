@@ -17,6 +17,7 @@ from hnd_lightning.benchmark.report import ratios, summarize
 from hnd_lightning.benchmark.settings import check_options, collect_settings
 from hnd_lightning.benchmark.subjects import Subject, inference_subjects, make_batch, plain_hnd_subject, train_subject
 from hnd_lightning.profiling import resolve_device
+from hnd_lightning.weak_device import weak_device_from_config
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,12 @@ def run_benchmark(cfg: DictConfig) -> dict[str, Any]:
     log.info("Benchmark settings: %s", json.dumps(settings))
     batch = make_batch(cfg, device, cfg.seed)
     torch.manual_seed(cfg.seed)
+    weak_device = weak_device_from_config(cfg.get("weak_device"))
     subjects = [train_subject(cfg, name, device, batch) for name in cfg.method_names]
-    subjects += [plain_hnd_subject(cfg, device, batch), *inference_subjects(cfg, device, batch)]
-    measure(subjects, cfg, device)
+    subjects += [plain_hnd_subject(cfg, device, batch), *inference_subjects(cfg, device, batch, weak_device)]
+    with weak_device:  # the inference subjects on the weak device; training is never throttled
+        measure(subjects, cfg, device)
+    settings["weak_device"] = weak_device.record()
     results = [summarize(s.method, s.phase, s.part, cfg.batch, s.rounds, s.peak_mb, s.memory_scope) for s in subjects]
     if cfg.data_root:
         results += bench_data_pipeline(cfg)

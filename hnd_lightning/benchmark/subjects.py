@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +17,7 @@ from hnd_lightning.benchmark.settings import autocast, method_config
 from hnd_lightning.benchmark.steps import Batch, plain_hnd_step, time_lightning_step, time_loop
 from hnd_lightning.models import SplitModel, build_student, build_teacher
 from hnd_lightning.runs.training import build_method
+from hnd_lightning.weak_device import WeakDevice
 
 
 @dataclass
@@ -48,7 +50,8 @@ def _prepare(module: nn.Module, cfg: DictConfig, device: torch.device) -> nn.Mod
     return module.to(memory_format=torch.channels_last) if cfg.channels_last else module
 
 
-def _student_and_teacher_head(cfg: DictConfig, device: torch.device) -> tuple[SplitModel, nn.Module]:
+def _student_and_teacher_head(cfg: DictConfig, device: torch.device) -> tuple[SplitModel, nn.Module, nn.Module]:
+    """The student, the frozen teacher head it distils from, and the whole teacher, on `device`."""
     model_cfg = cfg.model
     teacher = build_teacher(
         model_cfg.architecture,
@@ -59,7 +62,8 @@ def _student_and_teacher_head(cfg: DictConfig, device: torch.device) -> tuple[Sp
     student, teacher_head = build_student(
         teacher, model_cfg.architecture, model_cfg.bottleneck_channels, model_cfg.input_size
     )
-    return _prepare(student, cfg, device), _prepare(teacher_head.requires_grad_(False).eval(), cfg, device)
+    frozen = teacher_head.requires_grad_(False).eval()
+    return _prepare(student, cfg, device), _prepare(frozen, cfg, device), _prepare(teacher.eval(), cfg, device)
 
 
 def train_subject(cfg: DictConfig, name: str, device: torch.device, batch: Batch) -> Subject:
@@ -70,16 +74,20 @@ def train_subject(cfg: DictConfig, name: str, device: torch.device, batch: Batch
 
 def plain_hnd_subject(cfg: DictConfig, device: torch.device, batch: Batch) -> Subject:
     """The HND step as a plain PyTorch loop: the same models, optimizer config and batch, no framework."""
-    student, teacher_head = _student_and_teacher_head(cfg, device)
+    student, teacher_head, _ = _student_and_teacher_head(cfg, device)
     head = student.head.train()  # a plain HND loop needs only the two heads
     optimizer = instantiate(cfg.methods.hnd.optimizer)(head.parameters())
     step = plain_hnd_step(teacher_head, head, optimizer, autocast(cfg, device))
     return Subject("hnd", "plain_pytorch", None, [teacher_head, head], lambda: time_loop(step, cfg, device, batch))
 
 
-def inference_subjects(cfg: DictConfig, device: torch.device, batch: Batch) -> list[Subject]:
-    """The student at inference (eval, no grad): `device` (encoder), `server` (decoder + tail), `student` (all)."""
-    student, _ = _student_and_teacher_head(cfg, device)
+def inference_subjects(
+    cfg: DictConfig, device: torch.device, batch: Batch, weak_device: WeakDevice | None = None
+) -> list[Subject]:
+    """The student at inference (eval, no grad): `device` (encoder), `server` (decoder + tail), `student`
+    (all), and the whole `teacher` (all on one side). On a throttling `weak_device` they run on it
+    (phase `infer`) and, with its reference, also unthrottled (phase `infer_unthrottled`), in turns."""
+    student, _, teacher = _student_and_teacher_head(cfg, device)
     student.eval()
     images = batch[0]
     with torch.inference_mode():
@@ -88,17 +96,25 @@ def inference_subjects(cfg: DictConfig, device: torch.device, batch: Batch) -> l
         "device": (student.encoder, images),
         "server": (nn.Sequential(student.decoder, student.tail), bottleneck),
         "student": (student, images),
+        "teacher": (teacher.requires_grad_(False), images),
     }
+    weak = weak_device if weak_device is not None and weak_device.mechanism != "none" else None
+    phases = {"infer": weak} if weak is None or not weak.reference else {"infer": weak, "infer_unthrottled": None}
     cast = autocast(cfg, device)
     subjects = []
-    for part, (source, inputs) in parts.items():
-        module = copy.deepcopy(source)  # its own weights: the memory a deployment of this part alone needs
+    for phase, on in phases.items():
+        for part, (source, inputs) in parts.items():
+            module = copy.deepcopy(source)  # its own weights: the memory a deployment of this part alone needs
+            run = module if on is None else on.wrap(module)
+            throttled = nullcontext if on is None else on.throttled
+            scale = 1.0 if on is None else on.time_scale
 
-        def step(_: torch.Tensor, module=module, inputs=inputs) -> None:
-            with torch.inference_mode(), cast():
-                module(inputs)
+            def step(_: torch.Tensor, run=run, inputs=inputs, throttled=throttled) -> None:
+                with torch.inference_mode(), cast(), throttled():
+                    run(inputs)
 
-        subjects.append(
-            Subject("student", "infer", part, [module], lambda step=step: time_loop(step, cfg, device, batch))
-        )
+            def timed(step=step, scale=scale) -> list[float]:
+                return [seconds * scale for seconds in time_loop(step, cfg, device, batch)]
+
+            subjects.append(Subject("student" if part != "teacher" else "teacher", phase, part, [module], timed))
     return subjects

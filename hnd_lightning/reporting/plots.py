@@ -2,7 +2,8 @@
 
 with figure(path, size=(6.4, 4.2)) as axes:      # one Axes; saved to `path` and closed on exit
     axes.plot(x, y)
-line_plot(path, x, {"all on device": [...], "HND split": [...]}, xlabel=..., ylabel=..., log_x=True)
+line_plot(path, x, {"all on device": [...], "HND split": [...]}, xlabel=..., ylabel=..., log_x=True,
+          vertical_lines={"crossover": 3.2})
 """
 
 from __future__ import annotations
@@ -48,14 +49,19 @@ def line_plot(
     title: str | None = None,
     log_x: bool = False,
     y_from_zero: bool = True,
+    vertical_lines: Mapping[str, float] | None = None,
 ) -> Path:
     """A PNG with one marked line per entry of `series` (label -> y values over `x`) and a legend.
 
-    `log_x` puts x on a log axis ticked at the given x values; `y_from_zero` starts the y axis at 0.
+    `log_x` puts x on a log axis ticked at the given x values; `y_from_zero` starts the y axis at 0;
+    `vertical_lines` (label -> x) draws dotted vertical lines at the x values inside the plotted range.
     """
     with figure(path) as axes:
         for label, values in series.items():
             axes.plot(x, values, marker="o", label=label)
+        for index, (label, position) in enumerate((vertical_lines or {}).items()):
+            if min(x) <= position <= max(x):
+                axes.axvline(position, linestyle=":", color=f"C{index + len(series)}", label=label)
         if log_x:
             axes.set_xscale("log")
             axes.set_xticks(list(x), [f"{value:g}" for value in x])

@@ -10,12 +10,13 @@ optional local teacher, and a transport to the edge server. Per image, each stra
 
 Record keys (milliseconds unless said): device_ms, bytes_sent, bytes_received, round_trip_ms,
 server_queue_ms, server_compute_ms, transfer_ms (round trip minus the server's queue and compute:
-network, emulated link, protocol), end_to_end_ms (device_ms + round_trip_ms), prediction.
+network, emulated link, protocol), end_to_end_ms (device_ms + round_trip_ms), prediction. Device
+computations run on `weak_device` (a `WeakDevice`: this machine, a CPU quota or a slowdown); with its
+reference, records also carry device_reference_ms (the same computation unthrottled).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from hnd_lightning.models.quantization import payload_bytes, split_parts
 from hnd_lightning.runtime.common.images import camera_view, jpeg_bytes, model_input
 from hnd_lightning.runtime.common.parts import SERVER_MODEL, TEACHER_MODEL, OnnxRunner, TorchRunner, load_teacher
 from hnd_lightning.runtime.device.transport import GrpcTransport, HttpTransport
+from hnd_lightning.weak_device import WeakDevice
 
 DEVICE_ONNX = "device.onnx"
 
@@ -54,13 +56,16 @@ class SplitClient:
         teacher: str | None = None,
         model: str | None = None,
         jpeg_quality: int = 90,
+        weak_device: WeakDevice | None = None,
+        device_onnx: str = DEVICE_ONNX,
     ) -> None:
         split = load_split_artifacts(artifacts)
         self.metadata, self.transport, self.jpeg_quality = split.metadata, transport, jpeg_quality
+        self.weak_device = weak_device or WeakDevice()
         if runtime == "onnxruntime":
             if deploy_dir is None:
-                raise ValueError("runtime=onnxruntime runs device.onnx: pass deploy_dir=<a deploy output folder>.")
-            self.device_part = OnnxRunner(Path(deploy_dir) / DEVICE_ONNX, ["image"], device)
+                raise ValueError(f"runtime=onnxruntime runs {device_onnx}: pass deploy_dir=<a deploy output folder>.")
+            self.device_part = OnnxRunner(Path(deploy_dir) / device_onnx, ["image"], device)
         else:
             self.device_part = TorchRunner(split_parts(split.model(), quantized=True)[0], device)
         module, self.teacher_source = load_teacher(teacher, self.metadata, artifacts)
@@ -96,12 +101,13 @@ class SplitClient:
         view = camera_view(image, self.metadata)
         return PreparedImage(model_input(view, self.metadata)[None], jpeg_bytes(view, self.jpeg_quality), label)
 
-    def _remote(self, model: str, inputs: dict[str, np.ndarray], device_ms: float) -> dict[str, Any]:
+    def _remote(self, model: str, inputs: dict[str, np.ndarray], device: dict[str, float]) -> dict[str, Any]:
         reply = self.transport.infer(model, inputs, ["logits"])
         queue_ms = float(reply.parameters.get("queue_ms", 0.0))
         compute_ms = float(reply.parameters.get("compute_ms", 0.0))
+        device_ms = device["device_ms"]
         return {
-            "device_ms": device_ms,
+            **device,
             "bytes_sent": reply.bytes_sent,
             "bytes_received": reply.bytes_received,
             "round_trip_ms": reply.round_trip_ms,
@@ -118,37 +124,36 @@ class SplitClient:
         jpeg = float(np.mean([len(image.jpeg) for image in images])) if images else float("nan")
         return {"jpeg": {"bytes": jpeg, "quality": self.jpeg_quality}, "student": {"bytes": payload_bytes(elements)}}
 
-    def payload(self, image: PreparedImage) -> tuple[dict[str, np.ndarray], float]:
-        """The device part on one image: the 8-bit payload shaped as the server declares it, and its ms."""
-        started = time.perf_counter()
-        bottleneck, scale, zero_point = self.device_part(image.array)
-        device_ms = 1000 * (time.perf_counter() - started)
+    def _payload(self, image: PreparedImage) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        (bottleneck, scale, zero_point), device = self.weak_device.timed("split", self.device_part, image.array)
         inputs = {"bottleneck": bottleneck, "scale": scale, "zero_point": zero_point}
         for name in ("scale", "zero_point"):
             inputs[name] = inputs[name].reshape(len(bottleneck), *([1] * (len(self.payload_shapes[name]) - 1)))
-        return inputs, device_ms
+        return inputs, device
+
+    def payload(self, image: PreparedImage) -> tuple[dict[str, np.ndarray], float]:
+        """The device part on one image: the 8-bit payload shaped as the server declares it, and its ms."""
+        inputs, device = self._payload(image)
+        return inputs, device["device_ms"]
 
     def split(self, image: PreparedImage) -> dict[str, Any]:
-        inputs, device_ms = self.payload(image)
-        return self._remote(self.model, inputs, device_ms)
+        return self._remote(self.model, *self._payload(image))
 
     def server_only(self, image: PreparedImage) -> dict[str, Any]:
         jpeg = np.empty(1, dtype=object)
         jpeg[0] = image.jpeg
-        return self._remote(TEACHER_MODEL, {"image": jpeg}, 0.0)
+        return self._remote(TEACHER_MODEL, {"image": jpeg}, {"device_ms": 0.0})
 
     def device_only(self, image: PreparedImage) -> dict[str, Any]:
         if self.teacher is None:
             raise ValueError(
                 "device_only runs the whole teacher on the device: pass teacher=PATH, teacher=run or teacher=random."
             )
-        started = time.perf_counter()
-        logits = self.teacher(image.array)
-        device_ms = 1000 * (time.perf_counter() - started)
+        logits, device = self.weak_device.timed("device_only", self.teacher, image.array)
         zeros = dict.fromkeys(
             ("bytes_sent", "bytes_received", "round_trip_ms", "server_queue_ms", "server_compute_ms", "transfer_ms"), 0
         )
-        return {"device_ms": device_ms, **zeros, "end_to_end_ms": device_ms, "logits": logits}
+        return {**device, **zeros, "end_to_end_ms": device["device_ms"], "logits": logits}
 
     def run(self, strategy: str, image: PreparedImage) -> dict[str, Any]:
         """One image through `strategy`; the record gets `strategy`, `prediction` and `label`."""

@@ -13,6 +13,8 @@ from hnd_lightning.runtime.device.device_client import PreparedImage, SplitClien
 from hnd_lightning.runtime.device.link import EmulatedLink
 
 TIMES = ("device_ms", "transfer_ms", "server_queue_ms", "server_compute_ms", "round_trip_ms", "end_to_end_ms")
+# on a weak device with a reference: the same device computation unthrottled, on this machine
+OPTIONAL_TIMES = ("device_reference_ms",)
 
 
 def check_strategies(strategies: Sequence[str]) -> list[str]:
@@ -40,6 +42,8 @@ def measure_strategies(
     links = {bandwidth: EmulatedLink(bandwidth, rtt_ms) for bandwidth in bandwidths_mbps}
     records = []
     for round_index, image in enumerate([*list(images[:1]) * warmup, *images]):
+        if round_index == warmup:
+            client.weak_device.clear_samples()  # its summary covers the measured rounds only
         for bandwidth, link in links.items():
             client.transport.link = link
             for strategy in strategies:
@@ -56,7 +60,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (bandwidth, strategy): images, p50 and p95 of every time in `TIMES`, mean bytes, top-1 when labelled."""
+    """Per (bandwidth, strategy): images, p50 and p95 of every time in `TIMES` (and of `OPTIONAL_TIMES` where
+    the records carry them), mean bytes, top-1 when labelled."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:
         groups.setdefault((record["bandwidth_mbps"], record["strategy"]), []).append(record)
@@ -68,10 +73,11 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "strategy": strategy,
             "images": len(group),
         }
-        for key in TIMES:
-            values = [record[key] for record in group]
-            row[f"{key}_p50"] = statistics.median(values)
-            row[f"{key}_p95"] = percentile(values, 95)
+        for key in TIMES + OPTIONAL_TIMES:
+            values = [record[key] for record in group if key in record]
+            if values or key in TIMES:
+                row[f"{key}_p50"] = statistics.median(values)
+                row[f"{key}_p95"] = percentile(values, 95)
         row["bytes_sent"] = statistics.mean(record["bytes_sent"] for record in group)
         row["bytes_received"] = statistics.mean(record["bytes_received"] for record in group)
         labelled = [record for record in group if record.get("label") is not None]

@@ -15,23 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from hnd_lightning.analysis.latency import STRATEGIES, end_to_end
+from hnd_lightning.analysis.profiles import parts_from_client
 
 PLOT_FILE = "latency_measured_vs_predicted.png"
 
 
 def measured_parts(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """analyze-shaped (device, server) timing reports from the medians of `summarize` rows."""
+    """analyze-shaped (device, server) timing reports from the medians of `summarize` rows (NaN where a
+    strategy was not measured)."""
     nan = float("nan")
-
-    def median(strategy: str, key: str) -> float:
-        values = sorted(row[f"{key}_p50"] for row in rows if row["strategy"] == strategy)
-        return values[len(values) // 2] if values else nan
-
-    device = {"student_device": median("split", "device_ms"), "teacher_full": median("device_only", "device_ms")}
-    server = {
-        "student_server": median("split", "server_compute_ms"),
-        "teacher_full": median("server_only", "server_compute_ms"),
-    }
+    device = {"student_device": nan, "teacher_full": nan, **parts_from_client(rows, "device")}
+    server = {"student_server": nan, "teacher_full": nan, **parts_from_client(rows, "server")}
     as_report = lambda parts: {"latency": {"parts": {name: {"batch_1_ms": ms} for name, ms in parts.items()}}}  # noqa: E731
     return as_report(device), as_report(server)
 
