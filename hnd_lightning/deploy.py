@@ -40,7 +40,7 @@ from hnd_lightning.runtime.export.hosted import (
     write_mlserver_runtime,
     write_triton_python_repository,
 )
-from hnd_lightning.runtime.export.int8 import build_int8_device_part, format_int8
+from hnd_lightning.runtime.export.int8 import build_int8_device_part, check_int8_settings, format_int8
 from hnd_lightning.runtime.export.onnx_export import (
     DEPLOY_JSON,
     SERVER_FILE,
@@ -77,6 +77,7 @@ def write_hosted(cfg: DictConfig, output_dir: Path, server: dict[str, Any]) -> d
 
 def deploy(cfg: DictConfig) -> dict[str, Any]:
     """Export, check and describe the artifacts at `cfg.artifacts`; return the `deploy.json` contents."""
+    check_int8_settings(cfg.get("int8"))
     artifacts = load_split_artifacts(cfg.artifacts)
     output_dir = Path(cfg.paths.output_dir)
     description = export_onnx(artifacts, output_dir, cfg.quantized, cfg.opset)

@@ -134,13 +134,18 @@ def compare_device_parts(
     }
 
 
-def build_int8_device_part(output_dir: str | Path, metadata: dict[str, Any], settings: Any) -> dict[str, Any]:
-    """`deploy`'s `int8` settings applied: quantize (and, with `eval_images`, compare); the deploy.json entry."""
-    if not settings.get("calibration_images"):
+def check_int8_settings(settings: Any) -> None:
+    """Refuse `int8.enabled=true` without calibration images, before anything is exported."""
+    if settings is not None and settings.enabled and not settings.get("calibration_images"):
         raise ValueError(
             "int8.enabled=true calibrates on training images: pass int8.calibration_images=<folder> (an ImageFolder "
             "split such as <data root>/train, or a folder of images)."
         )
+
+
+def build_int8_device_part(output_dir: str | Path, metadata: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """`deploy`'s `int8` settings applied: quantize (and, with `eval_images`, compare); the deploy.json entry."""
+    check_int8_settings(settings)
     entry = quantize_device_part(output_dir, metadata, settings.calibration_images, settings.num_calibration_images)
     if settings.get("eval_images"):
         entry["comparison"] = compare_device_parts(output_dir, metadata, settings.eval_images, settings.num_eval_images)

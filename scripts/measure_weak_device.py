@@ -1,0 +1,336 @@
+"""The split as the papers tell it: a weak device beside a full-speed server, measured (issue 16).
+
+    PYTHONPATH=. python scripts/measure_weak_device.py --out outputs/weak_device
+    PYTHONPATH=. python scripts/measure_weak_device.py --models densenet169 --quotas 1,0.1 --images 4   # reduced
+
+Per model (DenseNet-169, ResNet-152; input 224, B = 12, 8-bit link, random weights: latency only):
+1. artifacts of a random-weight student, and `--images` images generated at 224 (a class colour plus
+   noise, as the tests' make_image_folder makes them);
+2. `analyze role=both` (one thread) times every part on this machine; `analyze role=combine` with
+   `device_profile.speed=<quota>` gives the prediction for each device speed;
+3. `serve` in its own process at full speed (one thread, never throttled), `teacher=random` for full
+   offloading;
+4. per quota, one `client` process with `weak_device.cpu_quota=<quota>`, one thread, the emulated link at
+   every `--bandwidths`, the three strategies taking turns per image, `analysis=` the prediction;
+5. with `--int8`: `deploy int8.enabled=true` (calibrated on the generated images) and a client run of the
+   split with `device_onnx=device_int8.onnx` and with `device.onnx` at each quota.
+Writes into `--out`: every run's folder, `weak_device.json` (all numbers), `weak_device.md` (the tables)
+and `latency_vs_bandwidth.png` (a row per model, a panel per device speed). Load averages are recorded
+before and after every run: the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+STRATEGIES = ("split", "server_only", "device_only")
+
+
+def load() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def run(command: list[str], log: Path) -> None:
+    """A command of this project in its own process (one torch thread), its output into `log`."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    with log.open("w") as handle:
+        result = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env=env)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}); see {log}")
+
+
+def make_artifacts(architecture: str, directory: Path, bottleneck: int, num_classes: int) -> Path:
+    import torch
+
+    from hnd_lightning.data import IMAGENET_MEAN, IMAGENET_STD
+    from hnd_lightning.models import build_student, build_teacher
+    from hnd_lightning.models.artifacts import save_split_artifacts, split_metadata
+
+    if (directory / "split.json").is_file():
+        return directory
+    torch.manual_seed(0)
+    student, _ = build_student(build_teacher(architecture, num_classes), architecture, bottleneck, 224)
+    with torch.no_grad():  # batch-norm statistics that are not the identity
+        student.train()(torch.randn(4, 3, 224, 224))
+    normalization = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    classes = [f"class{index}" for index in range(num_classes)]
+    metadata = split_metadata(
+        student.eval(), architecture, bottleneck, num_classes, 224, "hnd", normalization, 224, classes
+    )
+    save_split_artifacts(directory, student, metadata)
+    return directory
+
+
+def make_images(folder: Path, count: int, size: int = 224) -> Path:
+    """`count` JPEGs of a class colour plus Gaussian noise (sigma 30), as the tests' make_image_folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        base = np.zeros(3)
+        base[index % 3] = 200
+        pixels = np.clip(base + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{index:03d}.jpg")
+    return folder
+
+
+def link_payload(folder: Path, artifacts: Path) -> dict[str, Any]:
+    """What the client's prediction sends: the images' mean JPEG (quality 90) and the 8-bit bottleneck."""
+    from hnd_lightning.models.quantization import payload_bytes
+
+    sizes = []
+    for path in sorted(folder.glob("*.jpg")):
+        buffer = io.BytesIO()
+        with Image.open(path) as image:
+            image.convert("RGB").save(buffer, format="JPEG", quality=90)
+        sizes.append(buffer.tell())
+    shape = json.loads((artifacts / "split.json").read_text())["bottleneck_tensor"]["shape"]
+    return {"jpeg": {"bytes": float(np.mean(sizes))}, "student": {"bytes": payload_bytes(int(np.prod(shape)))}}
+
+
+def crossings(summary: list[dict[str, Any]], analysis: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """Measured (from the medians) and predicted (closed form, the client's payload) crossover bandwidths."""
+    from hnd_lightning.analysis.latency import crossovers, measured_crossing
+
+    latency: dict[float, dict[str, float]] = {}
+    for row in summary:
+        latency.setdefault(row["bandwidth_mbps"], {})[row["strategy"]] = row["end_to_end_ms_p50"]
+    device = {"latency": analysis["latency"]["device"], "payload": payload}
+    predicted = crossovers(device, {"latency": analysis["latency"]["server"]}, 0.0)
+    return {
+        "measured": {other: measured_crossing(latency, other) for other in ("server_only", "device_only")},
+        "predicted": {
+            "server_only": predicted["split_vs_server_only"],
+            "device_only": predicted["split_vs_device_only"],
+        },
+    }
+
+
+def measure_model(args: argparse.Namespace, architecture: str, out: Path) -> dict[str, Any]:
+    from hnd_lightning.runtime.server.process import ServerProcess
+
+    folder = out / architecture
+    folder.mkdir(parents=True, exist_ok=True)
+    artifacts = make_artifacts(architecture, folder / "artifacts", args.bottleneck, args.num_classes)
+    images = make_images(folder / "images", args.images)
+    bandwidths = "[" + ",".join(f"{b:g}" for b in args.bandwidths) + "]"
+    python = [sys.executable, "-m"]
+    result: dict[str, Any] = {"architecture": architecture, "runs": {}, "load": {"start": load()}}
+
+    analyze_dir = folder / "analyze"
+    run(
+        [*python, "hnd_lightning.analyze", f"artifacts={artifacts}", "timing.threads=1", "timing.batch_size=1"]
+        + [
+            f"timing.repeats={args.timing_repeats}",
+            f"link.bandwidths_mbps={bandwidths}",
+            f"hydra.run.dir={analyze_dir}",
+        ],
+        folder / "analyze.log",
+    )
+    serve = [f"artifacts={artifacts}", "teacher=random", "threads=1", "http_port=0", "grpc_port=0"]
+    with ServerProcess([*serve, f"hydra.run.dir={folder / 'serve'}"], threads=1) as server:
+        for quota in args.quotas:
+            name = f"q{quota:g}"
+            prediction_dir = folder / f"analyze_{name}"
+            run(
+                [
+                    *python,
+                    "hnd_lightning.analyze",
+                    "role=combine",
+                    f"device_timings={analyze_dir / 'timings_device.json'}",
+                ]
+                + [f"server_timings={analyze_dir / 'timings_server.json'}", f"device_profile.speed={quota:g}"]
+                + [f"link.bandwidths_mbps={bandwidths}", f"hydra.run.dir={prediction_dir}"],
+                folder / f"analyze_{name}.log",
+            )
+            client_dir, before = folder / f"client_{name}", load()
+            started = time.monotonic()
+            run(
+                [*python, "hnd_lightning.client", f"artifacts={artifacts}", f"server={server.url('grpc')}"]
+                + [f"images={images}", f"num_images={args.images}", "teacher=random", "threads=1", "warmup=1"]
+                + [f"link.bandwidth_mbps={bandwidths}", f"weak_device.cpu_quota={quota:g}"]
+                + [f"analysis={prediction_dir / 'analysis.json'}", f"hydra.run.dir={client_dir}"],
+                folder / f"client_{name}.log",
+            )
+            client = json.loads((client_dir / "client.json").read_text())
+            analysis = json.loads((prediction_dir / "analysis.json").read_text())
+            result["runs"][name] = {
+                "quota": quota,
+                "summary": client["summary"],
+                "weak_device": client["weak_device"],
+                "crossovers": crossings(client["summary"], analysis, link_payload(images, artifacts)),
+                "load": {"before": before, "after": load()},
+                "wall_s": time.monotonic() - started,
+            }
+            print(f"{architecture} {name}: {time.monotonic() - started:.0f} s, load {load()}", flush=True)
+        if args.int8:
+            result["int8"] = measure_int8(args, artifacts, images, folder, server.url("grpc"))
+    result["load"]["end"] = load()
+    return result
+
+
+def measure_int8(args: argparse.Namespace, artifacts: Path, images: Path, folder: Path, url: str) -> dict[str, Any]:
+    """device_int8.onnx against device.onnx: deploy's comparison, then the split through the client at each quota."""
+    deploy_dir = folder / "deploy"
+    run(
+        [sys.executable, "-m", "hnd_lightning.deploy", f"artifacts={artifacts}", "int8.enabled=true"]
+        + [f"int8.calibration_images={images}", f"int8.eval_images={images}", "triton.enabled=false"]
+        + [f"hydra.run.dir={deploy_dir}"],
+        folder / "deploy.log",
+    )
+    out = {"deploy": json.loads((deploy_dir / "deploy.json").read_text())["int8"], "client": {}}
+    for quota in args.quotas:
+        for device_onnx in ("device.onnx", "device_int8.onnx"):
+            client_dir = folder / f"client_onnx_q{quota:g}_{device_onnx.removesuffix('.onnx')}"
+            run(
+                [sys.executable, "-m", "hnd_lightning.client", f"artifacts={artifacts}", f"server={url}"]
+                + [f"images={images}", f"num_images={args.images}", "strategies=[split]", "teacher=null", "threads=1"]
+                + ["runtime=onnxruntime", f"deploy_dir={deploy_dir}", f"device_onnx={device_onnx}"]
+                + [f"weak_device.cpu_quota={quota:g}", f"hydra.run.dir={client_dir}"],
+                folder / f"{client_dir.name}.log",
+            )
+            weak = json.loads((client_dir / "client.json").read_text())["weak_device"]["computations"]["split"]
+            out["client"][f"q{quota:g}/{device_onnx}"] = weak
+    return out
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """A row per model, a panel per device speed: measured medians (solid) and predictions (dashed) per
+    strategy against bandwidth; the measured crossovers as dotted vertical lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from hnd_lightning.analysis.latency import STRATEGIES
+
+    quotas = list(results[0]["runs"])
+    figure, axes = plt.subplots(
+        len(results), len(quotas), figsize=(4.2 * len(quotas), 3.6 * len(results)), squeeze=False
+    )
+    for row, result in enumerate(results):
+        for column, name in enumerate(quotas):
+            ax, data = axes[row][column], result["runs"][name]
+            for index, strategy in enumerate(STRATEGIES):
+                points = sorted(
+                    (r["bandwidth_mbps"], r["end_to_end_ms_p50"], r["predicted_ms"])
+                    for r in data["summary"]
+                    if r["strategy"] == strategy
+                )
+                x = [p[0] for p in points]
+                ax.plot(x, [p[1] for p in points], "o-", color=f"C{index}", label=f"{STRATEGIES[strategy]}, measured")
+                ax.plot(x, [p[2] for p in points], "x--", color=f"C{index}", alpha=0.6, label="predicted")
+            for other, color in (("server_only", "C1"), ("device_only", "C0")):
+                crossing = data["crossovers"]["measured"][other]
+                if crossing["mbps"]:
+                    ax.axvline(crossing["mbps"], linestyle=":", color=color)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xticks(x, [f"{b:g}" for b in x])
+            ax.minorticks_off()
+            ax.grid(True, alpha=0.3)
+            ax.set_title(f"{result['architecture']}, device at {data['quota']:g} core", fontsize=9)
+            ax.set_xlabel("link (Mbit/s, emulated)", fontsize=8)
+            if column == 0:
+                ax.set_ylabel("end to end per image (ms, median)", fontsize=8)
+    axes[0][0].legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _crossing(crossing: dict[str, Any]) -> str:
+    if crossing["mbps"] is not None:
+        return f"{crossing['split_wins']} {crossing['mbps']:.3g}"
+    return {"always": "always", "never": "never"}.get(crossing["split_wins"], "-")
+
+
+def tables(results: list[dict[str, Any]]) -> str:
+    """Markdown: the device times and crossovers per model and quota, then every median beside its prediction."""
+    lines = [
+        "| model | device | device part ms (unthrottled) | reached / asked | whole teacher on device ms (unthrottled) "
+        "| reached / asked | nr_throttled / periods | split beats JPEG (Mbit/s) measured | predicted "
+        "| split beats all-on-device (Mbit/s) measured | predicted | load before, after |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---|---|---|",
+    ]
+    for result in results:
+        for data in result["runs"].values():
+            weak, stat = data["weak_device"], data["weak_device"]["cpu_stat"]
+            split, teacher = weak["computations"]["split"], weak["computations"]["device_only"]
+            asked = weak["asked_slowdown"]
+            lines.append(
+                f"| {result['architecture']} | {data['quota']:g} core | {split['device_ms_p50']:.1f} ({split['reference_ms_p50']:.1f}) "
+                f"| {split['measured_slowdown_p50']:.2f} / {asked:g} | {teacher['device_ms_p50']:.0f} ({teacher['reference_ms_p50']:.0f}) "
+                f"| {teacher['measured_slowdown_p50']:.2f} / {asked:g} | {stat['nr_throttled']} / {stat['nr_periods']} "
+                f"| {_crossing(data['crossovers']['measured']['server_only'])} | {_crossing(data['crossovers']['predicted']['server_only'])} "
+                f"| {_crossing(data['crossovers']['measured']['device_only'])} | {_crossing(data['crossovers']['predicted']['device_only'])} "
+                f"| {data['load']['before'][0]:.1f}, {data['load']['after'][0]:.1f} |"
+            )
+    lines += [
+        "",
+        "| model | device | Mbit/s | split measured | predicted | JPEG (server only) measured | predicted "
+        "| all on device measured | predicted | fastest measured | fastest predicted |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for result in results:
+        for data in result["runs"].values():
+            rows: dict[float, dict[str, dict[str, Any]]] = {}
+            for row in data["summary"]:
+                rows.setdefault(row["bandwidth_mbps"], {})[row["strategy"]] = row
+            for bandwidth, by_strategy in sorted(rows.items()):
+                cells = " | ".join(
+                    f"{by_strategy[s]['end_to_end_ms_p50']:.0f} | {by_strategy[s]['predicted_ms']:.0f}"
+                    for s in STRATEGIES
+                )
+                fastest = min(STRATEGIES, key=lambda s: by_strategy[s]["end_to_end_ms_p50"])
+                predicted = min(STRATEGIES, key=lambda s: by_strategy[s]["predicted_ms"])
+                lines.append(
+                    f"| {result['architecture']} | {data['quota']:g} | {bandwidth:g} | {cells} | {fastest} | {predicted} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "weak_device")
+    parser.add_argument("--models", default="densenet169,resnet152")
+    parser.add_argument("--quotas", default="1,0.25,0.1", help="device CPU quotas, fractions of one core")
+    parser.add_argument("--bandwidths", default="1,2,5,10,20,50", help="emulated link, Mbit/s")
+    parser.add_argument("--images", type=int, default=6, help="images per run (every one at every bandwidth)")
+    parser.add_argument("--bottleneck", type=int, default=12)
+    parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--timing-repeats", type=int, default=10, help="analyze's timed runs per part")
+    parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args()
+    args.quotas = [float(q) for q in args.quotas.split(",")]
+    args.bandwidths = [float(b) for b in args.bandwidths.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    started, results = time.monotonic(), []
+    print(f"load at start {load()}", flush=True)
+    for architecture in args.models.split(","):
+        results.append(measure_model(args, architecture, args.out))
+    report = {
+        "settings": {**vars(args), "out": str(args.out), "started_load": results[0]["load"]["start"]},
+        "wall_s": time.monotonic() - started,
+        "results": results,
+    }
+    (args.out / "weak_device.json").write_text(json.dumps(report, indent=1, default=str))
+    (args.out / "weak_device.md").write_text(tables(results))
+    plot(results, args.out / "latency_vs_bandwidth.png")
+    print(tables(results))
+    print(f"Written to {args.out} in {report['wall_s']:.0f} s; load at the end {load()}")
+
+
+if __name__ == "__main__":
+    main()
