@@ -10,7 +10,8 @@ Mechanisms (`record()["mechanism"]`):
   bookkeeping are never throttled). A quota lets a burst run at full speed until the group's budget
   for the period is spent, so the period is the shortest that leaves the kernel's smallest quota
   (1 ms): 1 / cpu_quota ms (10 ms for a tenth of a core). The kernel's `cpu.stat` (periods,
-  throttled periods, throttled time) is the record that throttling happened.
+  throttled periods, throttled time) is the record that throttling happened. From one core up the
+  period is the kernel's default 100 ms.
 - `slowdown`: each device computation run ceil(k) times and all of them timed (scaled by
   k / ceil(k)): real work, with its caches and memory traffic, not a sleep. Also the fallback of
   `cpu_quota` where the machine forbids cgroups (unless `require_cgroup`).
@@ -35,12 +36,17 @@ from hnd_lightning.weak_device.cgroup import MIN_QUOTA_US, CgroupUnavailable, Cp
 
 log = logging.getLogger(__name__)
 MECHANISMS = ("none", "cgroup", "slowdown")
+DEFAULT_PERIOD_US = 100_000  # the kernel's own default period
 
 
 def quota_period_us(cpu_quota: float, period_ms: float | None = None) -> tuple[int, int]:
-    """(quota_us, period_us) for `cpu_quota` of one core: `period_ms`, or the shortest period whose
-    quota is the kernel's smallest (1 ms), at least 1 ms."""
-    period_us = round(1000 * period_ms) if period_ms else max(1000, math.ceil(MIN_QUOTA_US / cpu_quota))
+    """(quota_us, period_us) for `cpu_quota` of one core: `period_ms`, or below one core the shortest
+    period whose quota is the kernel's smallest (1 ms), and from one core up the kernel's default 100 ms
+    (a quota shorter than a scheduler tick would throttle a thread that never exceeds one core)."""
+    if period_ms:
+        period_us = round(1000 * period_ms)
+    else:
+        period_us = DEFAULT_PERIOD_US if cpu_quota >= 1 else math.ceil(MIN_QUOTA_US / cpu_quota)
     return max(MIN_QUOTA_US, round(cpu_quota * period_us)), period_us
 
 
