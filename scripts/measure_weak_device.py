@@ -12,8 +12,8 @@ Per model (DenseNet-169, ResNet-152; input 224, B = 12, 8-bit link, random weigh
    offloading;
 4. per quota, one `client` process with `weak_device.cpu_quota=<quota>`, one thread, the emulated link at
    every `--bandwidths`, the three strategies taking turns per image, `analysis=` the prediction;
-5. with `--int8`: `deploy int8.enabled=true` (calibrated on the generated images) and a client run of the
-   split with `device_onnx=device_int8.onnx` and with `device.onnx` at each quota.
+5. with `--int8`: `deploy int8.enabled=true` (calibrated on the generated images), then device.onnx and
+   device_int8.onnx timed in turns on the weak device at each quota (onnxruntime, one thread).
 Writes into `--out`: every run's folder, `weak_device.json` (all numbers), `weak_device.md` (the tables)
 and `latency_vs_bandwidth.png` (a row per model, a panel per device speed). Load averages are recorded
 before and after every run: the machine may be shared.
@@ -99,17 +99,24 @@ def link_payload(folder: Path, artifacts: Path) -> dict[str, Any]:
     return {"jpeg": {"bytes": float(np.mean(sizes))}, "student": {"bytes": payload_bytes(int(np.prod(shape)))}}
 
 
-def crossings(summary: list[dict[str, Any]], analysis: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-    """Measured (from the medians) and predicted (closed form, the client's payload) crossover bandwidths."""
-    from hnd_lightning.analysis.latency import crossovers, measured_crossing
+def measured_crossings(summary: list[dict[str, Any]]) -> dict[str, Any]:
+    """The crossover bandwidths of the measured medians (the model's form fitted to them)."""
+    from hnd_lightning.analysis.latency import measured_crossing
 
     latency: dict[float, dict[str, float]] = {}
     for row in summary:
         latency.setdefault(row["bandwidth_mbps"], {})[row["strategy"]] = row["end_to_end_ms_p50"]
+    return {other: measured_crossing(latency, other) for other in ("server_only", "device_only")}
+
+
+def crossings(summary: list[dict[str, Any]], analysis: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """Measured (from the medians) and predicted (closed form, the client's payload) crossover bandwidths."""
+    from hnd_lightning.analysis.latency import crossovers
+
     device = {"latency": analysis["latency"]["device"], "payload": payload}
     predicted = crossovers(device, {"latency": analysis["latency"]["server"]}, 0.0)
     return {
-        "measured": {other: measured_crossing(latency, other) for other in ("server_only", "device_only")},
+        "measured": measured_crossings(summary),
         "predicted": {
             "server_only": predicted["split_vs_server_only"],
             "device_only": predicted["split_vs_device_only"],
@@ -174,14 +181,20 @@ def measure_model(args: argparse.Namespace, architecture: str, out: Path) -> dic
                 "wall_s": time.monotonic() - started,
             }
             print(f"{architecture} {name}: {time.monotonic() - started:.0f} s, load {load()}", flush=True)
-        if args.int8:
-            result["int8"] = measure_int8(args, artifacts, images, folder, server.url("grpc"))
+    if args.int8:
+        result["int8"] = measure_int8(args, artifacts, images, folder)
     result["load"]["end"] = load()
     return result
 
 
-def measure_int8(args: argparse.Namespace, artifacts: Path, images: Path, folder: Path, url: str) -> dict[str, Any]:
-    """device_int8.onnx against device.onnx: deploy's comparison, then the split through the client at each quota."""
+def measure_int8(args: argparse.Namespace, artifacts: Path, images: Path, folder: Path) -> dict[str, Any]:
+    """device_int8.onnx against device.onnx: deploy's comparison, then both timed on the weak device at each
+    quota (onnxruntime, one thread, batch 1, the two files in turns, `--int8-repeats` calls each)."""
+    import onnxruntime
+
+    from hnd_lightning.runtime.common.images import camera_view, model_input
+    from hnd_lightning.weak_device import WeakDevice
+
     deploy_dir = folder / "deploy"
     run(
         [sys.executable, "-m", "hnd_lightning.deploy", f"artifacts={artifacts}", "int8.enabled=true"]
@@ -189,19 +202,25 @@ def measure_int8(args: argparse.Namespace, artifacts: Path, images: Path, folder
         + [f"hydra.run.dir={deploy_dir}"],
         folder / "deploy.log",
     )
-    out = {"deploy": json.loads((deploy_dir / "deploy.json").read_text())["int8"], "client": {}}
+    metadata = json.loads((artifacts / "split.json").read_text())
+    arrays = []
+    for path in sorted(images.glob("*.jpg")):
+        with Image.open(path) as image:
+            arrays.append(model_input(camera_view(image, metadata), metadata)[None])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    files = ("device.onnx", "device_int8.onnx")
+    sessions = {
+        name: onnxruntime.InferenceSession(str(deploy_dir / name), options, providers=["CPUExecutionProvider"])
+        for name in files
+    }
+    out = {"deploy": json.loads((deploy_dir / "deploy.json").read_text())["int8"], "timed": {}}
     for quota in args.quotas:
-        for device_onnx in ("device.onnx", "device_int8.onnx"):
-            client_dir = folder / f"client_onnx_q{quota:g}_{device_onnx.removesuffix('.onnx')}"
-            run(
-                [sys.executable, "-m", "hnd_lightning.client", f"artifacts={artifacts}", f"server={url}"]
-                + [f"images={images}", f"num_images={args.images}", "strategies=[split]", "teacher=null", "threads=1"]
-                + ["runtime=onnxruntime", f"deploy_dir={deploy_dir}", f"device_onnx={device_onnx}"]
-                + [f"weak_device.cpu_quota={quota:g}", f"hydra.run.dir={client_dir}"],
-                folder / f"{client_dir.name}.log",
-            )
-            weak = json.loads((client_dir / "client.json").read_text())["weak_device"]["computations"]["split"]
-            out["client"][f"q{quota:g}/{device_onnx}"] = weak
+        with WeakDevice(cpu_quota=quota) as weak:
+            for index in range(args.int8_repeats):
+                for name in files[:: 1 if index % 2 else -1]:
+                    weak.timed(name, sessions[name].run, None, {"image": arrays[index % len(arrays)]})
+        out["timed"][f"q{quota:g}"] = weak.record()["computations"]
     return out
 
 
@@ -233,7 +252,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
                 ax.plot(x, [p[2] for p in points], "x--", color=f"C{index}", alpha=0.6, label="predicted")
             for other, color in (("server_only", "C1"), ("device_only", "C0")):
                 crossing = data["crossovers"]["measured"][other]
-                if crossing["mbps"]:
+                if crossing["mbps"] and crossing.get("inside_grid", True):
                     ax.axvline(crossing["mbps"], linestyle=":", color=color)
             ax.set_xscale("log")
             ax.set_yscale("log")
@@ -252,17 +271,22 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 def _crossing(crossing: dict[str, Any]) -> str:
     if crossing["mbps"] is not None:
-        return f"{crossing['split_wins']} {crossing['mbps']:.3g}"
+        text = f"{crossing['split_wins']} {crossing['mbps']:.3g}"
+        if "inside_grid" in crossing:  # measured: the fit's crossing, and how often the medians changed sign
+            text += (
+                "" if crossing["inside_grid"] else " (outside the grid)"
+            ) + f", {crossing['sign_changes']} sign changes"
+        return text
     return {"always": "always", "never": "never"}.get(crossing["split_wins"], "-")
 
 
 def tables(results: list[dict[str, Any]]) -> str:
     """Markdown: the device times and crossovers per model and quota, then every median beside its prediction."""
     lines = [
-        "| model | device | device part ms (unthrottled) | reached / asked | whole teacher on device ms (unthrottled) "
-        "| reached / asked | nr_throttled / periods | split beats JPEG (Mbit/s) measured | predicted "
-        "| split beats all-on-device (Mbit/s) measured | predicted | load before, after |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|---|---|---|",
+        "| model | device | device part ms (unthrottled) | reached / asked | wall / CPU | whole teacher on device ms "
+        "(unthrottled) | reached / asked | wall / CPU | nr_throttled / periods | split beats JPEG (Mbit/s) measured "
+        "| predicted | split beats all-on-device (Mbit/s) measured | predicted | load before, after |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|",
     ]
     for result in results:
         for data in result["runs"].values():
@@ -271,8 +295,10 @@ def tables(results: list[dict[str, Any]]) -> str:
             asked = weak["asked_slowdown"]
             lines.append(
                 f"| {result['architecture']} | {data['quota']:g} core | {split['device_ms_p50']:.1f} ({split['reference_ms_p50']:.1f}) "
-                f"| {split['measured_slowdown_p50']:.2f} / {asked:g} | {teacher['device_ms_p50']:.0f} ({teacher['reference_ms_p50']:.0f}) "
-                f"| {teacher['measured_slowdown_p50']:.2f} / {asked:g} | {stat['nr_throttled']} / {stat['nr_periods']} "
+                f"| {split['measured_slowdown_p50']:.2f} / {asked:g} | {split['device_ms_p50'] / split['cpu_ms_p50']:.2f} "
+                f"| {teacher['device_ms_p50']:.0f} ({teacher['reference_ms_p50']:.0f}) "
+                f"| {teacher['measured_slowdown_p50']:.2f} / {asked:g} | {teacher['device_ms_p50'] / teacher['cpu_ms_p50']:.2f} "
+                f"| {stat['nr_throttled']} / {stat['nr_periods']} "
                 f"| {_crossing(data['crossovers']['measured']['server_only'])} | {_crossing(data['crossovers']['predicted']['server_only'])} "
                 f"| {_crossing(data['crossovers']['measured']['device_only'])} | {_crossing(data['crossovers']['predicted']['device_only'])} "
                 f"| {data['load']['before'][0]:.1f}, {data['load']['after'][0]:.1f} |"
@@ -298,6 +324,20 @@ def tables(results: list[dict[str, Any]]) -> str:
                 lines.append(
                     f"| {result['architecture']} | {data['quota']:g} | {bandwidth:g} | {cells} | {fastest} | {predicted} |"
                 )
+    int8 = [result for result in results if "timed" in result.get("int8", {})]
+    if int8:
+        lines += [
+            "",
+            "| model | device | device.onnx ms | CPU ms | device_int8.onnx ms | CPU ms | int8 / float32 (wall) |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+    for result in int8:
+        for name, timed in result["int8"]["timed"].items():
+            fp, q8 = timed["device.onnx"], timed["device_int8.onnx"]
+            lines.append(
+                f"| {result['architecture']} | {name[1:]} | {fp['device_ms_p50']:.1f} | {fp['cpu_ms_p50']:.1f} "
+                f"| {q8['device_ms_p50']:.1f} | {q8['cpu_ms_p50']:.1f} | {q8['device_ms_p50'] / fp['device_ms_p50']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -312,9 +352,28 @@ def main() -> None:
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--timing-repeats", type=int, default=10, help="analyze's timed runs per part")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--int8-repeats", type=int, default=30, help="timed calls of each device file per quota")
+    parser.add_argument("--report-only", action="store_true", help="redraw the tables and figure from --out")
+    parser.add_argument("--int8-only", action="store_true", help="redo the int8 step on the models in --out")
     args = parser.parse_args()
     args.quotas = [float(q) for q in args.quotas.split(",")]
     args.bandwidths = [float(b) for b in args.bandwidths.split(",")]
+    if args.int8_only:  # the int8 step again, on the artifacts and images of an earlier run in --out
+        report = json.loads((args.out / "weak_device.json").read_text())
+        for result in report["results"]:
+            folder = args.out / result["architecture"]
+            result["int8"] = measure_int8(args, folder / "artifacts", folder / "images", folder)
+        (args.out / "weak_device.json").write_text(json.dumps(report, indent=1, default=str))
+        args.report_only = True
+    if args.report_only:
+        results = json.loads((args.out / "weak_device.json").read_text())["results"]
+        for result in results:  # the measured crossings again, as this version of the script finds them
+            for data in result["runs"].values():
+                data["crossovers"]["measured"] = measured_crossings(data["summary"])
+        (args.out / "weak_device.md").write_text(tables(results))
+        plot(results, args.out / "latency_vs_bandwidth.png")
+        print(tables(results))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     started, results = time.monotonic(), []
     print(f"load at start {load()}", flush=True)

@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import compose_config
 from PIL import Image
@@ -99,8 +100,20 @@ def test_the_measured_crossing_of_model_latencies_is_the_closed_form():
     assert measured["split_wins"] == "below" and measured["mbps"] == pytest.approx(
         closed["split_vs_server_only"]["mbps"]
     )
-    assert measured_crossing({bw: latencies[bw] for bw in grid[-3:]}, "server_only")["split_wins"] == "never"
-    assert measured_crossing(latencies, "device_only") == {"mbps": None, "split_wins": "always"}
+    assert measured["inside_grid"] and measured["sign_changes"] == 1
+    # measured only above the crossing: the fitted form still finds it, outside the grid
+    beyond = measured_crossing({bw: latencies[bw] for bw in grid[-3:]}, "server_only")
+    assert (
+        beyond["mbps"] == pytest.approx(measured["mbps"]) and not beyond["inside_grid"] and beyond["sign_changes"] == 0
+    )
+    on_device = measured_crossing(latencies, "device_only")
+    assert on_device["split_wins"] == "above" and on_device["mbps"] == pytest.approx(
+        closed["split_vs_device_only"]["mbps"]
+    )
+    # noise on the medians moves the fitted crossing a little, never to another side
+    rng = np.random.default_rng(0)
+    noisy = {bw: {k: v + rng.normal(0, 2) for k, v in ms.items()} for bw, ms in latencies.items()}
+    assert measured_crossing(noisy, "server_only")["mbps"] == pytest.approx(measured["mbps"], rel=0.3)
 
 
 def write(path: Path, data: dict) -> Path:

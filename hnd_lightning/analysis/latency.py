@@ -96,14 +96,22 @@ def crossovers(device: dict[str, Any], server: dict[str, Any], rtt_ms: float) ->
 
 
 def measured_crossing(latency_by_bandwidth: dict[float, dict[str, float]], other: str) -> dict[str, Any]:
-    """The crossing of the split with `other` in measured latencies ({Mbit/s: {strategy: ms}}): where
-    their difference changes sign between two bandwidths, interpolated linearly in 1 / bandwidth (the
-    latency model's shape); {"mbps", "split_wins"} as `crossovers` gives, "always" / "never" over the grid."""
+    """The crossing of the split with `other` in measured latencies ({Mbit/s: {strategy: ms}}): the latency
+    model's form, difference = A + C / bandwidth, fitted by least squares to the measured differences at
+    every bandwidth (exact on the model's own latencies; on noisy ones it uses every point, not only the
+    two around a sign change). Returns `crossovers`' {"mbps", "split_wins"} plus "fit" (A ms, C ms Mbit/s),
+    "inside_grid" and "sign_changes" (of the measured differences, in bandwidth order)."""
     points = sorted((bw, ms["split"] - ms[other]) for bw, ms in latency_by_bandwidth.items() if other in ms)
-    for (low, low_diff), (high, high_diff) in zip(points, points[1:]):
-        if low_diff * high_diff < 0:
-            inverse = 1 / low + low_diff * (1 / high - 1 / low) / (low_diff - high_diff)
-            return {"mbps": 1 / inverse, "split_wins": "below" if low_diff < 0 else "above"}
-    if not points:
-        return {"mbps": None, "split_wins": None}
-    return {"mbps": None, "split_wins": "always" if all(diff < 0 for _, diff in points) else "never"}
+    if len(points) < 2:
+        return {"mbps": None, "split_wins": None, "fit": None, "inside_grid": False, "sign_changes": 0}
+    inverse = [1 / bw for bw, _ in points]
+    differences = [diff for _, diff in points]
+    mean_x, mean_y = sum(inverse) / len(inverse), sum(differences) / len(differences)
+    spread = sum((x - mean_x) ** 2 for x in inverse)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(inverse, differences)) / spread
+    constant = mean_y - slope * mean_x
+    crossing = _crossing(constant, slope)
+    crossing["fit"] = {"constant_ms": constant, "per_inverse_mbps": slope}
+    crossing["inside_grid"] = crossing["mbps"] is not None and points[0][0] <= crossing["mbps"] <= points[-1][0]
+    crossing["sign_changes"] = sum(a * b < 0 for a, b in zip(differences, differences[1:]))
+    return crossing

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from hnd_lightning.models.artifacts import load_split_artifacts
@@ -65,7 +66,8 @@ class SplitClient:
         if runtime == "onnxruntime":
             if deploy_dir is None:
                 raise ValueError(f"runtime=onnxruntime runs {device_onnx}: pass deploy_dir=<a deploy output folder>.")
-            self.device_part = OnnxRunner(Path(deploy_dir) / device_onnx, ["image"], device)
+            # as many intra-op threads as torch has (the client's `threads`), so both runtimes share one setting
+            self.device_part = OnnxRunner(Path(deploy_dir) / device_onnx, ["image"], device, torch.get_num_threads())
         else:
             self.device_part = TorchRunner(split_parts(split.model(), quantized=True)[0], device)
         module, self.teacher_source = load_teacher(teacher, self.metadata, artifacts)
