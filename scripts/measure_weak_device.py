@@ -110,17 +110,22 @@ def measured_crossings(summary: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def crossings(summary: list[dict[str, Any]], analysis: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-    """Measured (from the medians) and predicted (closed form, the client's payload) crossover bandwidths."""
+    """Crossover bandwidths: measured (the model's form fitted to the medians), predicted (closed form on
+    analyze's parts) and the closed form on this run's own part medians (the model without timing drift)."""
     from hnd_lightning.analysis.latency import crossovers
+    from hnd_lightning.runtime.device.report import measured_parts
 
-    device = {"latency": analysis["latency"]["device"], "payload": payload}
-    predicted = crossovers(device, {"latency": analysis["latency"]["server"]}, 0.0)
+    def closed_form(device: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
+        found = crossovers({**device, "payload": payload}, server, 0.0)
+        return {"server_only": found["split_vs_server_only"], "device_only": found["split_vs_device_only"]}
+
+    own_device, own_server = measured_parts(summary)
     return {
         "measured": measured_crossings(summary),
-        "predicted": {
-            "server_only": predicted["split_vs_server_only"],
-            "device_only": predicted["split_vs_device_only"],
-        },
+        "predicted": closed_form(
+            {"latency": analysis["latency"]["device"]}, {"latency": analysis["latency"]["server"]}
+        ),
+        "model_on_measured_parts": closed_form(own_device, own_server),
     }
 
 
@@ -231,6 +236,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import LogLocator, NullLocator, ScalarFormatter
 
     from hnd_lightning.analysis.latency import STRATEGIES
 
@@ -257,7 +263,10 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xticks(x, [f"{b:g}" for b in x])
-            ax.minorticks_off()
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_locator(NullLocator())
             ax.grid(True, alpha=0.3)
             ax.set_title(f"{result['architecture']}, device at {data['quota']:g} core", fontsize=9)
             ax.set_xlabel("link (Mbit/s, emulated)", fontsize=8)
@@ -284,9 +293,8 @@ def tables(results: list[dict[str, Any]]) -> str:
     """Markdown: the device times and crossovers per model and quota, then every median beside its prediction."""
     lines = [
         "| model | device | device part ms (unthrottled) | reached / asked | wall / CPU | whole teacher on device ms "
-        "(unthrottled) | reached / asked | wall / CPU | nr_throttled / periods | split beats JPEG (Mbit/s) measured "
-        "| predicted | split beats all-on-device (Mbit/s) measured | predicted | load before, after |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|",
+        "(unthrottled) | reached / asked | wall / CPU | nr_throttled / periods | load before, after |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for result in results:
         for data in result["runs"].values():
@@ -299,10 +307,23 @@ def tables(results: list[dict[str, Any]]) -> str:
                 f"| {teacher['device_ms_p50']:.0f} ({teacher['reference_ms_p50']:.0f}) "
                 f"| {teacher['measured_slowdown_p50']:.2f} / {asked:g} | {teacher['device_ms_p50'] / teacher['cpu_ms_p50']:.2f} "
                 f"| {stat['nr_throttled']} / {stat['nr_periods']} "
-                f"| {_crossing(data['crossovers']['measured']['server_only'])} | {_crossing(data['crossovers']['predicted']['server_only'])} "
-                f"| {_crossing(data['crossovers']['measured']['device_only'])} | {_crossing(data['crossovers']['predicted']['device_only'])} "
                 f"| {data['load']['before'][0]:.1f}, {data['load']['after'][0]:.1f} |"
             )
+    lines += [
+        "",
+        "| model | device | split beats JPEG (Mbit/s): measured | predicted (analyze) | model on this run's parts "
+        "| split beats all on device (Mbit/s): measured | predicted (analyze) | model on this run's parts |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        for data in result["runs"].values():
+            found = data["crossovers"]
+            cells = [
+                _crossing(found[kind][other])
+                for other in ("server_only", "device_only")
+                for kind in ("measured", "predicted", "model_on_measured_parts")
+            ]
+            lines.append(f"| {result['architecture']} | {data['quota']:g} core | " + " | ".join(cells) + " |")
     lines += [
         "",
         "| model | device | Mbit/s | split measured | predicted | JPEG (server only) measured | predicted "
@@ -367,9 +388,12 @@ def main() -> None:
         args.report_only = True
     if args.report_only:
         results = json.loads((args.out / "weak_device.json").read_text())["results"]
-        for result in results:  # the measured crossings again, as this version of the script finds them
-            for data in result["runs"].values():
-                data["crossovers"]["measured"] = measured_crossings(data["summary"])
+        for result in results:  # the crossings again, as this version of the script finds them
+            folder = args.out / result["architecture"]
+            payload = link_payload(folder / "images", folder / "artifacts")
+            for name, data in result["runs"].items():
+                analysis = json.loads((folder / f"analyze_{name}" / "analysis.json").read_text())
+                data["crossovers"] = crossings(data["summary"], analysis, payload)
         (args.out / "weak_device.md").write_text(tables(results))
         plot(results, args.out / "latency_vs_bandwidth.png")
         print(tables(results))
