@@ -63,18 +63,19 @@ def tiny_device_part():
 def test_the_quota_slows_the_device_part_by_about_its_inverse():
     device_part, images = tiny_device_part()
     original = cpu_group_of(os.getpid())
-    with torch.inference_mode(), WeakDevice(cpu_quota=0.1) as weak:
+    # a twentieth of a core: clearly slower than this machine even while other jobs load it
+    with torch.inference_mode(), WeakDevice(cpu_quota=0.05) as weak:
         group = weak.group.path
-        assert group.is_dir() and weak.group.period_us == 10_000 and weak.group.quota_us == 1000
+        assert group.is_dir() and weak.group.period_us == 20_000 and weak.group.quota_us == 1000
         samples = [weak.timed("split", device_part, images)[1] for _ in range(5)]
     record = weak.record()
     assert not group.exists() and cpu_group_of(os.getpid()) == original  # left, then removed
-    assert record["mechanism"] == "cgroup" and record["asked_slowdown"] == 10 and record["fallback"] is None
+    assert record["mechanism"] == "cgroup" and record["asked_slowdown"] == 20 and record["fallback"] is None
     assert record["cpu_stat"]["nr_throttled"] > 0 and record["cpu_stat"]["throttled_ms"] > 0
     row = record["computations"]["split"]
     assert row["calls"] == 5 and row["calls_throttled"] == 5
     # wall time over CPU time on the weak device: about the quota's inverse, whatever the machine's load
-    assert 5 <= row["device_ms_p50"] / row["cpu_ms_p50"] <= 20
+    assert 10 <= row["device_ms_p50"] / row["cpu_ms_p50"] <= 40
     # and clearly slower than the same calls unthrottled, timed in turns
     assert statistics.median(s["device_ms"] / s["device_reference_ms"] for s in samples) >= 1.5
     assert row["measured_slowdown_p50"] >= 1.5
@@ -181,14 +182,14 @@ def test_client_json_records_the_weak_device_and_its_device_times(tmp_path_facto
     service = InferenceService(load_served_models(artifacts, teacher="random"), BatchingSettings(max_batch_size=4))
     with ServerThread(service, ServerSettings(http_port=0, grpc_port=0)) as server:
         report = run_client(
-            client_config(artifacts, f"grpc://{server.grpc_url}", tmp_path, ["weak_device.cpu_quota=0.1"])
+            client_config(artifacts, f"grpc://{server.grpc_url}", tmp_path, ["weak_device.cpu_quota=0.05"])
         )
     written = json.loads((tmp_path / CLIENT_JSON).read_text())
     assert written["weak_device"] == json.loads(json.dumps(report["weak_device"]))
-    assert written["settings"]["weak_device"]["cpu_quota"] == 0.1
+    assert written["settings"]["weak_device"]["cpu_quota"] == 0.05
     weak = written["weak_device"]
     assert (
-        weak["mechanism"] == "cgroup" and weak["cgroup"]["quota_us"] == 1000 and weak["cgroup"]["period_us"] == 10_000
+        weak["mechanism"] == "cgroup" and weak["cgroup"]["quota_us"] == 1000 and weak["cgroup"]["period_us"] == 20_000
     )
     assert weak["cpu_stat"]["nr_throttled"] > 0 and not Path(weak["cgroup"]["path"]).exists()
     # the whole teacher on the device is long enough to be throttled all along: clearly slower than unthrottled
