@@ -1,6 +1,7 @@
 """Train one method on one split model: `python -m hnd_lightning.train model=densenet169 method=hnd`.
 
-A thin composition: `runs.training.train` runs one job, `runs.pipeline.run_pipeline` the multi-stage
+A thin composition: `runs.phases.run_training` runs one job (`runs.training.train`, or each phase of a
+method trained in phases such as `method=entropic_student`), `runs.pipeline.run_pipeline` the multi-stage
 experiments (`experiment=quickstart`, `experiment=compare`, ...); `runs.record` records failures so a
 sweep goes on and its summary (`runs.sweep`) sees them. A SIGTERM stops the job (and the sweep) with
 status "interrupted" and a non-zero exit; re-running the same command continues it (`runs.resume`).
@@ -16,6 +17,7 @@ import hydra
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from hnd_lightning.runs.phases import run_training
 from hnd_lightning.runs.pipeline import run_pipeline
 from hnd_lightning.runs.record import (
     RESULTS_FILE,
@@ -25,7 +27,6 @@ from hnd_lightning.runs.record import (
     record_failure,
 )
 from hnd_lightning.runs.sweep import write_summary  # also registers the run-directory resolver before Hydra resolves
-from hnd_lightning.runs.training import train
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def main(cfg: DictConfig) -> float | None:
         return done["metrics"].get("test/acc1")
     started = time.perf_counter()
     try:
-        results = train(cfg)
+        results = run_training(cfg)  # one run, or each phase of a phased method (entropic_student)
     except RunInterrupted:
         # The signal ends the process, so Hydra would skip the sweep's end callbacks: summarize now
         # (the interrupted job as such, the jobs not started as missing), then exit non-zero.

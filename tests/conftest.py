@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 # Smallest input each architecture supports in tests (paper sizes are covered by the shape tests).
-TEST_INPUT_SIZE = {"densenet169": 32, "densenet201": 32, "resnet152": 32, "inception_v3": 75}
+TEST_INPUT_SIZE = {"densenet169": 32, "densenet201": 32, "resnet50": 32, "resnet152": 32, "inception_v3": 75}
 
 
 def make_image_folder(root: Path, classes: int = 3, per_class: dict[str, int] | None = None, size: int = 40) -> Path:

@@ -1,8 +1,10 @@
 """Methods: one LightningModule each over `SplitComputingMethod` (training methods, and a loaded split for evaluation)."""
 
 from hnd_lightning.methods.base import SplitComputingMethod
+from hnd_lightning.methods.entropic_student import EntropicStudentMethod
 from hnd_lightning.methods.evaluation import count_parameters, student_name
 from hnd_lightning.methods.fused_hnd import FusedHNDMethod
+from hnd_lightning.methods.ghnd import FusedGHNDMethod, GHNDMethod
 from hnd_lightning.methods.hnd import HNDMethod
 from hnd_lightning.methods.kd import KDMethod, distillation_loss
 from hnd_lightning.methods.loaded import LoadedSplitModel
@@ -11,7 +13,10 @@ from hnd_lightning.methods.original import OriginalMethod
 from hnd_lightning.methods.student import StudentMethod
 
 __all__ = [
+    "EntropicStudentMethod",
+    "FusedGHNDMethod",
     "FusedHNDMethod",
+    "GHNDMethod",
     "HNDMethod",
     "KDMethod",
     "LoadedSplitModel",

@@ -175,13 +175,18 @@ class SplitComputingMethod(pl.LightningModule):
             return
         quantized = self.evaluation_metrics["test_q8"] if stage == "test" and self.test_quantized else {}
         for name, model in self.models.items():
-            logits = model(images)
+            logits = self.evaluation_logits(name, model, images, stage)
             self.evaluation_metrics[stage][name].update(logits, labels)
             loss = F.cross_entropy(logits, labels)
             for key in self.metric_keys(stage, name, "loss"):
                 self.log(key, loss, batch_size=images.shape[0], sync_dist=True)
             if name in quantized:
                 quantized[name].update(with_quantized_bottleneck(model)(images), labels)
+
+    def evaluation_logits(self, name: str, model: nn.Module, images: torch.Tensor, stage: str) -> torch.Tensor:
+        """The logits model `name` is scored on in `stage` ("val", "test"): `model(images)`; an
+        entropy-coded student's test goes through its real bitstream instead."""
+        return model(images)
 
     def _log_epoch(self, stage: str) -> dict[str, dict[str, float]]:
         """Compute, log and reset `stage`'s metrics of every model; return {name: {"acc1", "acc5"}}."""
@@ -274,7 +279,7 @@ class SplitComputingMethod(pl.LightningModule):
         `test_acc1`, `test_acc5` (and `test_q8_acc1`, `test_q8_acc5` when tested quantized)."""
         summary = {}
         for name, model in self.models.items():
-            payload = model_payload(model, self.hparams.input_size)
+            payload = self.payload_record(name, model)
             best = self.best.get(name, {})
             summary[name] = {
                 "bottleneck_channels": payload["bottleneck_shape"][0] if payload else None,
@@ -285,6 +290,10 @@ class SplitComputingMethod(pl.LightningModule):
                 **self.test_results.get(name, {}),
             }
         return summary
+
+    def payload_record(self, name: str, model: nn.Module) -> dict[str, Any] | None:
+        """What model `name` sends per image (`quantization.model_payload`; None for a teacher)."""
+        return model_payload(model, self.hparams.input_size)
 
     def export_model(self, model: nn.Module, directory: Path, data_info: dict[str, Any]) -> list[Path]:
         """Write one model's deployable files into `directory`; return them."""

@@ -98,10 +98,18 @@ class FusedHNDMethod(SplitComputingMethod):
                 "newer) or 32-true, or train one size per run with method=hnd (16-mixed works there)."
             )
 
+    def teacher_targets(self, images: torch.Tensor) -> Any:
+        """What every student distills, computed once per batch: the teacher head's split tensor."""
+        return self.teacher_head(images)
+
+    def student_loss(self, student: SplitModel, images: torch.Tensor, targets: Any) -> torch.Tensor:
+        """One student's loss against `teacher_targets`: HND's MSE (sum) at the split."""
+        return F.mse_loss(student.head(images), targets, reduction="sum")
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, _ = batch
         with torch.no_grad():
-            target = self.teacher_head(images)
+            target = self.teacher_targets(images)
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for optimizer in optimizers:
@@ -112,7 +120,7 @@ class FusedHNDMethod(SplitComputingMethod):
         together = self.trainer.world_size > 1
         losses = {}
         for name, student in self.students.items():
-            losses[name] = F.mse_loss(student.head(images), target, reduction="sum")
+            losses[name] = self.student_loss(student, images, target)
             if not together:
                 self.manual_backward(losses[name])
         if together:

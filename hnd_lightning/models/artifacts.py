@@ -26,8 +26,11 @@ from torch import nn
 
 from hnd_lightning.files import save_safetensors, sha256_of, write_json
 from hnd_lightning.models.architectures import Architecture, get_architecture
+from hnd_lightning.models.entropic import EntropicHead, EntropicSplitModel
+from hnd_lightning.models.entropic_schema import build_entropic_parts, check_entropy_metadata
 from hnd_lightning.models.split import SplitModel, build_decoder, build_encoder, output_shape
 from hnd_lightning.models.split_schema import (
+    ENTROPY_FIELD,
     FORMAT_VERSION,
     artifact_file,
     check_digest,
@@ -129,9 +132,12 @@ def save_teacher_artifacts(directory: str | Path, teacher: nn.Module, metadata: 
 
 @dataclass
 class SplitArtifacts:
-    """Loaded artifacts: `head` (image -> split tensor), `tail` (split tensor -> logits), `metadata`."""
+    """Loaded artifacts: `head` (image -> split tensor), `tail` (split tensor -> logits), `metadata`.
 
-    head: nn.Sequential
+    An entropy-coded split's `head` is an `EntropicHead` (encoder, entropy model with its tables, decoder).
+    """
+
+    head: nn.Module
     tail: nn.Module
     metadata: dict[str, Any]
 
@@ -143,8 +149,14 @@ class SplitArtifacts:
     def decoder(self) -> nn.Module:
         return self.head.decoder
 
-    def model(self) -> SplitModel:
+    @property
+    def entropy_coded(self) -> bool:
+        return isinstance(self.head, EntropicHead)
+
+    def model(self) -> SplitModel | EntropicSplitModel:
         """The composed student, `tail(head(x))`, in eval mode."""
+        if self.entropy_coded:
+            return EntropicSplitModel(self.head, self.tail).eval()
         return SplitModel(self.head.encoder, self.head.decoder, self.tail).eval()
 
 
@@ -193,8 +205,12 @@ def load_split_artifacts(directory: str | Path, map_location: str | torch.device
     for role, file in files.items():
         check_digest(file, metadata, role, metadata_path)
     spec = get_architecture(metadata["architecture"])
-    with torch.device("meta"):  # shapes only: nothing is allocated until every check has passed
-        head, tail = build_parts(spec, metadata["bottleneck_channels"], metadata["num_classes"])
+    if ENTROPY_FIELD in metadata:  # an Entropic Student: the entropy model and its tables are in the head
+        check_entropy_metadata(metadata, metadata_path)
+        head, tail = build_entropic_parts(metadata)
+    else:
+        with torch.device("meta"):  # shapes only: nothing is allocated until every check has passed
+            head, tail = build_parts(spec, metadata["bottleneck_channels"], metadata["num_classes"])
     check_tensors(files["head"], head, metadata, ("architecture", "bottleneck_channels"), metadata_path)
     check_tensors(files["tail"], tail, metadata, ("architecture", "num_classes"), metadata_path)
     check_split_shapes(head, tail, metadata, metadata_path)

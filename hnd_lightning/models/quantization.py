@@ -45,12 +45,17 @@ def link_payload(bottleneck_shape: Sequence[int], input_size: int) -> dict[str, 
 
     Returns `bottleneck_shape`, `bytes_float32`, `bytes_float16`, `bytes_uint8` (see `payload_bytes`),
     `input_bytes_uint8` (the uint8 RGB input image, 3 x H x W bytes) and `percent_of_input` (the uint8
-    payload as a percentage of that image; the papers' figure: 1.68 % at B = 3, 224 x 224).
+    payload as a percentage of that image; the papers' figure: 1.68 % at B = 3, 224 x 224). The rate
+    fields every student's record has (an entropy-coded one measures them on its bitstream):
+    `coding` "float32" and `coded_bytes_mean`, `coded_bytes_p95`, `estimated_bytes_mean` = the bytes
+    behind `test_acc1`, here the fixed float32 size (the 8-bit link's, behind `test_q8_acc1`, is `bytes_uint8`).
     """
     sizes = payload_bytes(math.prod(bottleneck_shape))
     input_bytes = 3 * input_size * input_size
     return {
         "bottleneck_shape": list(bottleneck_shape),
+        "coding": "float32",
+        **dict.fromkeys(("coded_bytes_mean", "coded_bytes_p95", "estimated_bytes_mean"), sizes["float32"]),
         **{f"bytes_{fmt}": sizes[fmt] for fmt in PAYLOAD_FORMATS},
         "input_bytes_uint8": input_bytes,
         "percent_of_input": 100.0 * sizes["uint8"] / input_bytes,

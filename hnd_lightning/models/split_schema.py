@@ -32,6 +32,8 @@ MAX_INPUT_SIZE = 2048
 MAX_RESIZE_SIZE = 2 * MAX_INPUT_SIZE
 FILE_ROLES = ("head", "tail")
 FIX = "Re-export the artifacts from their training run (split.json is written by training, not by hand)."
+# The optional field of an entropy-coded split (`method=entropic_student`), checked by `entropic_schema`.
+ENTROPY_FIELD = "entropy_bottleneck"
 
 
 class ArtifactError(ValueError):
@@ -158,7 +160,7 @@ def check_split_metadata(metadata: Mapping[str, Any], path: Path) -> None:
         _string(metadata, field, path, ("float32",))
     _shape(metadata, "bottleneck_tensor.shape", path)
     _shape(metadata, "split_tensor.shape", path)
-    _string(metadata, "split_tensor.module", path, (ARCHITECTURES[metadata["architecture"]].split_module,))
+    _string(metadata, "split_tensor.module", path, (_split_module(metadata),))
     for role in FILE_ROLES:
         _string(metadata, f"files.{role}", path)
     digests = metadata.get("sha256")
@@ -170,6 +172,12 @@ def check_split_metadata(metadata: Mapping[str, Any], path: Path) -> None:
     problem = provenance_problem(metadata, num_classes)
     if problem is not None:
         _fail(path, *problem)
+
+
+def _split_module(metadata: Mapping[str, Any]) -> str:
+    spec = ARCHITECTURES[metadata["architecture"]]
+    # an entropy-coded head splits where its own layout says (the Entropic Student's ResNet: layer1)
+    return spec.entropic.split_module if ENTROPY_FIELD in metadata and spec.entropic else spec.split_module
 
 
 def artifact_file(directory: Path, metadata: Mapping[str, Any], role: str, path: Path) -> Path:

@@ -58,10 +58,32 @@ class TeacherPart(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for path in self.stage_names:
-            if path in self.pre_ops:
-                x = self.pre_ops[path](x)
-            x = self.get_submodule(path)(x)
+            x = self._stage(path, x)
         return x
+
+    def _stage(self, path: str, x: torch.Tensor) -> torch.Tensor:
+        if path in self.pre_ops:
+            x = self.pre_ops[path](x)
+        return self.get_submodule(path)(x)
+
+    def collect(self, x: torch.Tensor, names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Run the stages in order up to the last of `names` and return each named stage's output.
+
+        One pass computes them all (GHND's and the Entropic Student's later distillation terms);
+        nothing past the last named stage runs.
+        """
+        wanted = set(names)
+        unknown = sorted(wanted - set(self.stage_names))
+        if unknown:
+            raise ValueError(f"{unknown} are not stages of this part; it runs {list(self.stage_names)}")
+        outputs = {}
+        for path in self.stage_names:
+            if len(outputs) == len(wanted):
+                break
+            x = self._stage(path, x)
+            if path in wanted:
+                outputs[path] = x
+        return outputs
 
 
 def load_teacher_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -165,19 +187,26 @@ def build_teacher(
     return teacher.eval()
 
 
-def split_teacher(teacher: nn.Module, architecture: str) -> tuple[TeacherPart, TeacherPart]:
-    """Cut `teacher` at its architecture's split module.
+def split_teacher(
+    teacher: nn.Module, architecture: str, split_module: str | None = None
+) -> tuple[TeacherPart, TeacherPart]:
+    """Cut `teacher` at its architecture's split module (or at `split_module`, another of its stages,
+    e.g. the Entropic Student's `layer1`).
 
     Returns:
         (head, tail) sharing the teacher's modules. head: (N, 3, H, W) -> split tensor, e.g.
         (N, 256, 14, 14) for DenseNet at 224; tail: split tensor -> (N, num_classes) logits.
     """
     spec = get_architecture(architecture)
+    split_module = split_module or spec.split_module
+    if split_module not in spec.stages:
+        raise ValueError(f"{split_module!r} is not a stage of {architecture}; its stages are {list(spec.stages)}")
     missing = [name for name in spec.stages if _get_submodule_or_none(teacher, name) is None]
     if missing:
         raise ValueError(f"Teacher has no modules {missing}; is it a torchvision {architecture}?")
-    head_ops = {k: v for k, v in spec.pre_ops.items() if k in spec.head_stages}
+    head_stages, tail_stages = spec.stages_through(split_module), spec.stages_after(split_module)
+    head_ops = {k: v for k, v in spec.pre_ops.items() if k in head_stages}
     if spec.input_transform is not None and getattr(teacher, "transform_input", False):
         head_ops[spec.stages[0]] = spec.input_transform
-    tail_ops = {k: v for k, v in spec.pre_ops.items() if k in spec.tail_stages}
-    return TeacherPart(teacher, spec.head_stages, head_ops), TeacherPart(teacher, spec.tail_stages, tail_ops)
+    tail_ops = {k: v for k, v in spec.pre_ops.items() if k in tail_stages}
+    return TeacherPart(teacher, head_stages, head_ops), TeacherPart(teacher, tail_stages, tail_ops)

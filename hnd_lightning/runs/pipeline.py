@@ -31,8 +31,8 @@ from hnd_lightning.files import write_json
 from hnd_lightning.reporting import pipeline_figures
 from hnd_lightning.reporting.tables import write_table_files
 from hnd_lightning.runs import pipeline_rows
+from hnd_lightning.runs.phases import run_training
 from hnd_lightning.runs.teachers import Teacher, test_bundled_teacher, trained_teacher
-from hnd_lightning.runs.training import train
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def run_student(stage_cfg: DictConfig, teacher: Teacher, seed: int, epoch_curve:
                 "_target_": "hnd_lightning.callbacks.EpochTestCurve",
                 "dirpath": stage_cfg.paths.output_dir,
             }
-    return train(stage_cfg)
+    return run_training(stage_cfg)
 
 
 def run_pipeline(cfg: DictConfig, overrides: Sequence[str]) -> list[dict[str, Any]]:

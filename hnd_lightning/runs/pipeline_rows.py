@@ -18,12 +18,14 @@ def read_json(path: Path) -> Any:
 
 
 def _payload_columns(payload: dict[str, Any]) -> dict[str, Any]:
+    # an entropy-coded student has no fixed-size formats: its bytes are measured on its strings
     return {
         "payload_shape": "x".join(str(side) for side in payload["bottleneck_shape"]),
-        "payload_bytes_float32": payload["bytes_float32"],
-        "payload_bytes_uint8": payload["bytes_uint8"],
+        "payload_bytes_float32": payload.get("bytes_float32"),
+        "payload_bytes_uint8": payload.get("bytes_uint8"),
         "payload_input_bytes": payload["input_bytes_uint8"],
         "payload_percent_of_input": payload["percent_of_input"],
+        **{key: payload.get(key) for key in ("coding", "coded_bytes_mean", "coded_bytes_p95", "estimated_bytes_mean")},
     }
 
 
