@@ -17,6 +17,10 @@ Writes into the run directory (`outputs/deploy/<date>/<time>/` by default):
                   calibrated on int8.calibration_images; deploy.json's `int8` holds top-1 of both device
                   files on int8.eval_images and their device ms
 
+An entropy-coded split (`method=entropic_student`) exports device.onnx = encoder (image -> float32
+latent) and server.onnx = decoder + tail (latent -> logits); the range coder runs in Python on both
+sides between them (deploy.json's `what_runs_where`), so no Triton repository is written for it.
+
 Both files need only onnxruntime (and numpy) to run. They are exported with the TorchScript-based
 exporter (`dynamo=False`), which needs no `onnxscript`; the batch dimension is dynamic.
 """
@@ -31,7 +35,8 @@ import hydra
 from omegaconf import DictConfig
 
 from hnd_lightning.files import write_json
-from hnd_lightning.models.artifacts import load_split_artifacts
+from hnd_lightning.models.artifacts import SplitArtifacts, load_split_artifacts
+from hnd_lightning.runtime.export.coded_onnx import export_coded_onnx, verify_coded_onnx
 from hnd_lightning.runtime.export.hosted import (
     KSERVE_DIR,
     MLSERVER_DIR,
@@ -80,6 +85,8 @@ def deploy(cfg: DictConfig) -> dict[str, Any]:
     check_int8_settings(cfg.get("int8"))
     artifacts = load_split_artifacts(cfg.artifacts)
     output_dir = Path(cfg.paths.output_dir)
+    if artifacts.entropy_coded:  # an Entropic Student: encoder and decoder + tail, the range coder between
+        return deploy_coded(cfg, artifacts, output_dir)
     description = export_onnx(artifacts, output_dir, cfg.quantized, cfg.opset)
     description["artifacts"] = str(Path(cfg.artifacts).resolve())
     if cfg.verify.enabled:
@@ -112,6 +119,22 @@ def deploy(cfg: DictConfig) -> dict[str, Any]:
     print(format_description(description, output_dir))
     if "int8" in description:
         print(format_int8(description["int8"]))
+    return description
+
+
+def deploy_coded(cfg: DictConfig, artifacts: SplitArtifacts, output_dir: Path) -> dict[str, Any]:
+    """device.onnx (encoder) and server.onnx (decoder + tail) of an entropy-coded split, checked; no Triton
+    repository: Triton would need a Python backend around the range coder (`runtime.export.coded_onnx`)."""
+    description = export_coded_onnx(artifacts, output_dir, cfg.opset)
+    description["artifacts"] = str(Path(cfg.artifacts).resolve())
+    if cfg.verify.enabled:
+        tolerance = cfg.verify.get("tolerance", VERIFY_TOLERANCE)
+        description["verification"] = verify_coded_onnx(
+            artifacts, output_dir, cfg.verify.batch_size, cfg.verify.seed, tolerance
+        )
+    description["model_repository"] = None
+    write_json(output_dir / DEPLOY_JSON, description)
+    print(format_description(description, output_dir))
     return description
 
 

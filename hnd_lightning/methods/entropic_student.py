@@ -96,7 +96,10 @@ class EntropicStudentMethod(SplitComputingMethod):
         self.coded_bytes: list[int] = []
         self.estimated_bytes: list[float] = []
         if stage == 1:
-            self.teacher_head, self.teacher_tail = teacher_head, split_teacher(teacher, architecture, self.layout.split_module)[1]
+            self.teacher_head, self.teacher_tail = (
+                teacher_head,
+                split_teacher(teacher, architecture, self.layout.split_module)[1],
+            )
             self.freeze(self.teacher_head, self.teacher_tail, self.model.tail)
         else:
             self.load_stage_one(Path(init_from))
@@ -128,9 +131,14 @@ class EntropicStudentMethod(SplitComputingMethod):
         """Distortion over the split and `distillation_stages` + beta x bits per batch + auxiliary loss."""
         with torch.no_grad():
             split = self.teacher_head(images)
-            targets = {self.layout.split_module: split, **self.teacher_tail.collect(split, self.layout.distillation_stages)}
+            targets = {
+                self.layout.split_module: split,
+                **self.teacher_tail.collect(split, self.layout.distillation_stages),
+            }
         decoded, likelihoods = self.model.head.forward_with_likelihoods(images)
-        distortion = torch.stack(list(stage_losses(decoded, self.model.tail, targets, self.layout.split_module).values())).sum()
+        distortion = torch.stack(
+            list(stage_losses(decoded, self.model.tail, targets, self.layout.split_module).values())
+        ).sum()
         bits = estimated_bits(likelihoods)
         aux = self.model.entropy_bottleneck.loss()  # reaches only the quantiles, which the same optimizer steps
         batch = images.shape[0]
@@ -185,6 +193,13 @@ class EntropicStudentMethod(SplitComputingMethod):
             "percent_of_input": None if mean is None else 100 * mean / (3 * size * size),
         }
 
+    def model_summary(self) -> dict[str, dict[str, Any]]:
+        """The base's summary, with the stage and beta it was trained with."""
+        summary = super().model_summary()
+        for entry in summary.values():
+            entry.update(stage=self.hparams.stage, beta=self.hparams.beta)
+        return summary
+
     # ----------------------------------------------------------------- artifacts
     def export_model(self, model: nn.Module, directory: Path, data_info: dict[str, Any]) -> list[Path]:
         """head.safetensors (encoder, entropy model with its tables, decoder), tail.safetensors, split.json."""
@@ -206,5 +221,7 @@ def export_entropic_student(
         **data_info,
     )
     metadata["split_tensor"]["module"] = entropic_layout(method.hparams.architecture).split_module
-    metadata[ENTROPY_FIELD] = describe_entropy_bottleneck(student.entropy_bottleneck, metadata["bottleneck_tensor"]["shape"])
+    metadata[ENTROPY_FIELD] = describe_entropy_bottleneck(
+        student.entropy_bottleneck, metadata["bottleneck_tensor"]["shape"]
+    )
     return save_split_artifacts(directory, student, metadata)

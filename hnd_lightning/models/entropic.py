@@ -178,7 +178,9 @@ def build_entropic_head(architecture: str, latent_channels: int = DEFAULT_LATENT
     """A freshly initialized Entropic Student head of `architecture` (see `EntropicLayout`)."""
     layout = entropic_layout(architecture)
     if isinstance(latent_channels, bool) or not isinstance(latent_channels, int) or latent_channels < 1:
-        raise ValueError(f"method.latent_channels must be a positive integer (the papers: 24), got {latent_channels!r}.")
+        raise ValueError(
+            f"method.latent_channels must be a positive integer (the papers: 24), got {latent_channels!r}."
+        )
     return EntropicHead(
         build_entropic_encoder(layout, latent_channels),
         build_entropy_bottleneck(latent_channels),
@@ -202,7 +204,9 @@ def build_entropic_student(
         teacher_shape = output_shape(teacher_head, image_shape)
         student_shape = output_shape(nn.Sequential(OrderedDict(e=student.encoder, d=student.decoder)), image_shape)
     except RuntimeError as error:
-        raise ValueError(f"The {architecture} Entropic Student cannot run at input size {input_size} ({error}).") from None
+        raise ValueError(
+            f"The {architecture} Entropic Student cannot run at input size {input_size} ({error})."
+        ) from None
     if teacher_shape != student_shape:
         raise ValueError(
             f"{architecture} Entropic Student at input size {input_size}: the decoder outputs {student_shape[1:]} but "

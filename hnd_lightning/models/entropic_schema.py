@@ -68,7 +68,9 @@ def check_entropy_metadata(metadata: Mapping[str, Any], path: Path) -> None:
         _fail(path, f"{field}.channels", f"is {channels}, but bottleneck_channels is {metadata['bottleneck_channels']}")
     latent = _get(metadata, f"{field}.latent_shape", path)
     if latent != _get(metadata, "bottleneck_tensor.shape", path):
-        _fail(path, f"{field}.latent_shape", f"is {_describe(latent)}, but bottleneck_tensor.shape is the latent's shape")
+        _fail(
+            path, f"{field}.latent_shape", f"is {_describe(latent)}, but bottleneck_tensor.shape is the latent's shape"
+        )
     tables = {key: _get(metadata, f"{field}.tables.{key}", path) for key in TABLE_NAMES}
     for key, shape in tables.items():
         if not isinstance(shape, list) or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in shape):

@@ -19,7 +19,10 @@ SUMMARY_CSV = f"{SUMMARY_NAME}.csv"
 SUMMARY_MD = f"{SUMMARY_NAME}.md"
 SUMMARY_PNG = f"{SUMMARY_NAME}.png"
 ACCURACY_COLUMNS = ("best_val_acc1", "test_acc1", "test_acc5", "test_q8_acc1", "test_q8_acc5")
-INTRO = "Payload: bytes per image sent from the device (8-bit payload as % of the uint8 input image)."
+INTRO = (
+    "Payload: bytes per image sent from the device (8-bit payload as % of the uint8 input image; an entropy-coded "
+    "student's coded bytes as % of it). coded_bytes_*: the bytes behind test_acc1 (float32, or the coded strings)."
+)
 
 
 def _number(value: Any) -> str:
@@ -29,7 +32,7 @@ def _number(value: Any) -> str:
 def _column(key: str) -> Column:
     if key in ACCURACY_COLUMNS:
         return Column(key, f"{key} (%)", format=percent)
-    if key == "payload_percent_of_input":
+    if key in ("payload_percent_of_input", "coded_bytes_mean", "coded_bytes_p95", "estimated_bytes_mean"):
         return Column(key, format=".2f")
     if key == "wall_seconds":
         return Column(key, format=".1f")
@@ -54,7 +57,8 @@ def write_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], sweep_di
 
 
 def plot_tradeoff(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Plot test top-1 (%) against float32 payload bytes, one line per model + method.
+    """Plot test top-1 (%) against payload bytes (`coded_bytes_mean`: the float32 size, or an entropy-coded
+    student's measured bytes), one line per model + method.
 
     Rows without a payload or a test accuracy (failed, missing, `original`) are left out; `original`
     runs are drawn as horizontal reference lines. 8-bit results, when present, are dashed lines
@@ -69,15 +73,16 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], path: Path) -> Path:
             label = f"{row['model']} {row['method']}"
             if row["method"] == "original" and row["test_acc1"] is not None:
                 axes.axhline(100 * row["test_acc1"], linestyle=":", color="gray", label=f"{label} (no split)")
-            if row["payload_bytes_float32"] is None:
+            size = row.get("coded_bytes_mean") or row["payload_bytes_float32"]
+            if size is None:
                 continue
             if row["test_acc1"] is not None:
-                series.setdefault(label, []).append((row["payload_bytes_float32"], 100 * row["test_acc1"]))
+                series.setdefault(label, []).append((size, 100 * row["test_acc1"]))
             if row.get("test_q8_acc1") is not None:
                 quantized.setdefault(label, []).append((row["payload_bytes_uint8"], 100 * row["test_q8_acc1"]))
         for label, points in sorted(series.items()):
             xs, ys = zip(*sorted(points))
-            line = axes.plot(xs, ys, marker="o", label=f"{label} (float32)")[0]
+            line = axes.plot(xs, ys, marker="o", label=label)[0]
             if label in quantized:
                 qxs, qys = zip(*sorted(quantized[label]))
                 axes.plot(qxs, qys, marker="s", linestyle="--", color=line.get_color(), label=f"{label} (8-bit)")

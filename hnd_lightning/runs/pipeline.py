@@ -8,7 +8,10 @@ run directory:
 
     <name>.md / .csv / .json    one row per stage (mean and standard deviation over seeds), the
                                 teacher first; `<name>_runs.json` every run's own row
-    <name>.png                  the experiment's figure (`pipeline.figure`: quickstart, compare, bottlenecks)
+    <name>.png                  the experiment's figure (`pipeline.figure`: quickstart, compare, bottlenecks,
+                                rate_accuracy)
+    codecs.json                 (with `pipeline.codecs`) JPEG / WebP of the test views through the teacher;
+                                the table is then `runs.rate_accuracy`'s, one row per method and setting
     split_inference.json        (with `pipeline.split_inference.num_images` > 0) the first student's
                                 split measured over loopback: device client -> edge server
 
@@ -28,10 +31,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hnd_lightning.callbacks.test_curve import CURVE_FILE
 from hnd_lightning.files import write_json
-from hnd_lightning.reporting import pipeline_figures
+from hnd_lightning.reporting import pipeline_figures, rate_figure
 from hnd_lightning.reporting.tables import write_table_files
-from hnd_lightning.runs import pipeline_rows
+from hnd_lightning.runs import pipeline_rows, rate_accuracy
 from hnd_lightning.runs.phases import run_training
+from hnd_lightning.runs.record import completed_results
 from hnd_lightning.runs.teachers import Teacher, test_bundled_teacher, trained_teacher
 
 log = logging.getLogger(__name__)
@@ -69,7 +73,14 @@ def get_teacher(spec: DictConfig, overrides: Sequence[str], run_dir: Path) -> Te
 
 
 def run_student(stage_cfg: DictConfig, teacher: Teacher, seed: int, epoch_curve: bool) -> dict[str, Any]:
-    """Train one student run from `teacher` with `seed` (the run records the teacher's identity itself)."""
+    """Train one student run from `teacher` with `seed` (the run records the teacher's identity itself).
+
+    With `skip_completed=true` a run whose results.json already says ok is reused as it is, so
+    re-running an experiment into its folder (`hydra.run.dir=...`) only runs what did not finish.
+    """
+    if stage_cfg.get("skip_completed") and (done := completed_results(stage_cfg.paths.output_dir)) is not None:
+        log.info("Reusing %s: its results.json says status ok (skip_completed=true)", stage_cfg.paths.output_dir)
+        return done
     with open_dict(stage_cfg):
         stage_cfg.seed = seed
         stage_cfg.model.teacher.weights = teacher.model_teacher["weights"]
@@ -106,16 +117,15 @@ def run_pipeline(cfg: DictConfig, overrides: Sequence[str]) -> list[dict[str, An
     if spec.split_inference.num_images > 0 and runs:
         test_images = Path(stage_cfg.data.root) / stage_cfg.data.test_dir
         rows[1].update(measure_split(spec, Path(runs[0]["artifacts"]), test_images, run_dir))
-    notes = pipeline_rows.notes(rows, curves)
+    notes, columns = pipeline_rows.notes(rows, curves), pipeline_rows.columns(rows)
+    if spec.get("codecs") is not None:  # experiment=rate_accuracy: a row per method and setting, codecs beside
+        codec_cfg = stage_cfg if stage_cfg is not None else compose_stage(overrides, "original", None, run_dir)
+        codecs = rate_accuracy.run_codecs(spec.codecs, teacher.model_teacher, codec_cfg)
+        write_json(run_dir / "codecs.json", codecs)
+        rows = rate_accuracy.rate_rows(rows[0], rows[1:], codecs)
+        notes, columns = rate_accuracy.claims(rows), rate_accuracy.columns()
     write_json(run_dir / f"{spec.name}_runs.json", runs)
-    paths = write_table_files(
-        run_dir,
-        spec.name,
-        rows,
-        pipeline_rows.columns(rows),
-        title=f"{spec.name} results",
-        notes=notes,
-    )
+    paths = write_table_files(run_dir, spec.name, rows, columns, title=f"{spec.name} results", notes=notes)
     draw_figure(spec, run_dir, rows, curves, stage_cfg.data if stage_cfg is not None else None)
     print(f"\n{spec.name} results ({run_dir}):\n\n{paths['md'].read_text()}")
     return rows
@@ -145,6 +155,9 @@ def draw_figure(
         pipeline_figures.quickstart_figure(path, teacher, students)
     elif spec.figure == "compare" and curves:
         pipeline_figures.compare_figure(path, curves, teacher.get("test_acc1"))
+    elif spec.figure == "rate_accuracy":
+        size = data_cfg.input_size if data_cfg is not None else None
+        rate_figure.rate_accuracy_figure(path, rows, teacher.get("test_acc1"), 3 * size * size if size else None)
     elif spec.figure == "bottlenecks":
         input_bytes = students[0]["payload_input_bytes"] if students else 0
         jpeg = pipeline_rows.mean_jpeg_bytes(data_cfg) if data_cfg is not None else None

@@ -33,6 +33,11 @@ def student_rows(stage: str, seed: int, results: dict[str, Any]) -> list[dict[st
     """One row per evaluated model of a run's results.json (`models`: one, or one per size of a fused run)."""
     models = results["models"]
     epochs = max(int(results.get("epochs") or 0), 1)
+    # a phased run's cost per phase (the Entropic Student's stage 1 and stage 2)
+    phases = {
+        f"seconds_per_epoch_{name}": round(phase["fit_seconds"] / max(int(phase.get("epochs") or 0), 1), 1)
+        for name, phase in (results.get("phases") or {}).items()
+    }
     rows = []
     for name, model in models.items():
         several = len(models) > 1
@@ -47,6 +52,8 @@ def student_rows(stage: str, seed: int, results: dict[str, Any]) -> list[dict[st
                 "epochs": epochs,
                 "wall_seconds": round(results["wall_seconds"], 1),
                 "seconds_per_epoch": round(results["fit_seconds"] / epochs, 1),
+                **phases,
+                "beta": model.get("beta"),
                 "artifacts": str(Path(results["artifacts"]) / name) if several else results["artifacts"],
                 **_payload_columns(model["payload"]),
             }

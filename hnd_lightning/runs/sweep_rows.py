@@ -28,6 +28,10 @@ COLUMNS = [
     "payload_bytes_float32",
     "payload_bytes_uint8",
     "payload_percent_of_input",
+    # the bytes behind test_acc1: an entropy-coded student's measured on its strings, else the float32 size
+    "coded_bytes_mean",
+    "coded_bytes_p95",
+    "estimated_bytes_mean",
     "best_val_acc1",
     "test_acc1",
     "test_acc5",
@@ -38,6 +42,8 @@ COLUMNS = [
 ]
 # Written by `test_quantized=true` runs; a column appears when any job has it.
 QUANTIZED_COLUMNS = {"test_q8_acc1": "test_q8/acc1", "test_q8_acc5": "test_q8/acc5"}
+# Method settings a model's record carries (the Entropic Student's beta); a column appears when any row has one.
+SETTING_COLUMNS = ("beta",)
 ACCURACY_COLUMNS = ("best_val_acc1", "test_acc1", "test_acc5", *QUANTIZED_COLUMNS)
 
 
@@ -85,6 +91,7 @@ def _payload_columns(payload: dict[str, Any] | None) -> dict[str, Any]:
         "payload_bytes_float32": payload.get("bytes_float32"),
         "payload_bytes_uint8": payload.get("bytes_uint8"),
         "payload_percent_of_input": payload.get("percent_of_input"),
+        **{key: payload.get(key) for key in ("coded_bytes_mean", "coded_bytes_p95", "estimated_bytes_mean")},
     }
 
 
@@ -121,7 +128,7 @@ def _model_row(summary: dict[str, Any]) -> dict[str, Any]:
         "test_acc5": summary.get("test_acc5"),
         "trainable_parameters": summary.get("trainable_parameters"),
     }
-    row.update({column: summary[column] for column in QUANTIZED_COLUMNS if column in summary})
+    row.update({column: summary[column] for column in (*QUANTIZED_COLUMNS, *SETTING_COLUMNS) if column in summary})
     return row
 
 
@@ -158,6 +165,9 @@ def collect_rows(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]
     for column in QUANTIZED_COLUMNS:
         if any(column in row for row in rows):
             columns.insert(columns.index("trainable_parameters"), column)
+    for column in SETTING_COLUMNS:
+        if any(row.get(column) is not None for row in rows):
+            columns.insert(columns.index("bottleneck_channels") + 1, column)
     return rows, columns
 
 

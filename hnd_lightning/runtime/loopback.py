@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from hnd_lightning.models.quantization import payload_bytes
+from hnd_lightning.runtime.common.bitstream import BITSTREAM_INPUT
 from hnd_lightning.runtime.common.images import list_images
 from hnd_lightning.runtime.device.device_client import SplitClient
 from hnd_lightning.runtime.device.link import EmulatedLink
@@ -43,7 +44,7 @@ def measure_split_over_loopback(
 
     Returns:
         `images`, `protocol`, `bytes_sent` (request body per image), `bytes_payload` (the 8-bit
-        tensor alone), `latency_ms` with `device`, `transfer`, `server` (queue + compute),
+        tensor alone; an entropy-coded split's framed string), `latency_ms` with `device`, `transfer`, `server` (queue + compute),
         `server_queue`, `server_compute` and `end_to_end`, each `{"p50": ms, "p95": ms}`,
         `top1` (None without labels), `predictions_match` (every top-1 class equals in-process
         inference's) and `max_abs_logit_difference` (against in-process inference).
@@ -66,9 +67,10 @@ def measure_split_over_loopback(
             prepared = [client.prepare(image, label) for image, label in zip(pil_images, labels)]
             records = measure_strategies(client, prepared, ["split"], [None], warmup=2)
             # the same payloads through the server model in this process
-            differences, matches = [], []
+            differences, matches, coded_bytes = [], [], []
             for image, record in zip(prepared, records):
                 payload, _ = client.payload(image)
+                coded_bytes += [len(item) for item in payload.get(BITSTREAM_INPUT, [])]
                 expected = models[client.model].run(payload)["logits"]
                 differences.append(float(np.abs(expected - record["logits"]).max()))
                 matches.append(int(expected[0].argmax()) == record["prediction"])
@@ -93,7 +95,8 @@ def measure_split_over_loopback(
         "protocol": protocol,
         "model": client.model,
         "bytes_sent": row["bytes_sent"],
-        "bytes_payload": payload_bytes(elements)["uint8"],
+        # the 8-bit tensor, or an entropy-coded split's mean frame (header included)
+        "bytes_payload": float(np.mean(coded_bytes)) if coded_bytes else payload_bytes(elements)["uint8"],
         "latency_ms": latency,
         "top1": row["top1"],
         "predictions_match": all(matches),

@@ -4,7 +4,8 @@
 optional local teacher, and a transport to the edge server. Per image, each strategy of
 `analysis.latency.STRATEGIES` returns one record of what it measured:
 
-    split         device part here, 8-bit payload to the server's `server` model
+    split         device part here, 8-bit payload to the server's `server` model (an entropy-coded split:
+                  its framed bitstream, `runtime.device.coded`)
     server_only   the camera view as JPEG to the server's `teacher` model (full offloading)
     device_only   the whole teacher here
 
@@ -27,8 +28,10 @@ from PIL import Image
 
 from hnd_lightning.models.artifacts import load_split_artifacts
 from hnd_lightning.models.quantization import payload_bytes, split_parts
+from hnd_lightning.runtime.common.bitstream import BITSTREAM_INPUT
 from hnd_lightning.runtime.common.images import camera_view, jpeg_bytes, model_input
 from hnd_lightning.runtime.common.parts import SERVER_MODEL, TEACHER_MODEL, OnnxRunner, TorchRunner, load_teacher
+from hnd_lightning.runtime.device.coded import CodedDevicePart
 from hnd_lightning.runtime.device.transport import GrpcTransport, HttpTransport
 from hnd_lightning.weak_device import WeakDevice
 
@@ -63,7 +66,10 @@ class SplitClient:
         split = load_split_artifacts(artifacts)
         self.metadata, self.transport, self.jpeg_quality = split.metadata, transport, jpeg_quality
         self.weak_device = weak_device or WeakDevice()
-        if runtime == "onnxruntime":
+        self.coded = split.entropy_coded
+        if self.coded:
+            self.device_part = CodedDevicePart(split, runtime, device, deploy_dir)
+        elif runtime == "onnxruntime":
             if deploy_dir is None:
                 raise ValueError(f"runtime=onnxruntime runs {device_onnx}: pass deploy_dir=<a deploy output folder>.")
             # as many intra-op threads as torch has (the client's `threads`), so both runtimes share one setting
@@ -88,7 +94,9 @@ class SplitClient:
                 continue
             shapes = {tensor["name"]: tensor["shape"] for tensor in description["inputs"]}
             seen[name] = shapes
-            if (
+            if self.coded and set(shapes) == {BITSTREAM_INPUT}:
+                return name, shapes
+            if not self.coded and (
                 shapes.get("bottleneck", [])[1:] == [channels, height, width]
                 and {"scale", "zero_point"} <= shapes.keys()
             ):
@@ -124,9 +132,15 @@ class SplitClient:
         """What analyze's latency model sends per image: the 8-bit bottleneck and the images' mean JPEG."""
         elements = int(np.prod(self.metadata["bottleneck_tensor"]["shape"]))
         jpeg = float(np.mean([len(image.jpeg) for image in images])) if images else float("nan")
-        return {"jpeg": {"bytes": jpeg, "quality": self.jpeg_quality}, "student": {"bytes": payload_bytes(elements)}}
+        student = payload_bytes(elements)
+        if self.coded and images:  # the latency model reads the split's bytes under the 8-bit link's name
+            frames = [len(self.device_part(image.array)[BITSTREAM_INPUT][0]) for image in images]  # unthrottled
+            student = {"uint8": float(np.mean(frames))}
+        return {"jpeg": {"bytes": jpeg, "quality": self.jpeg_quality}, "student": {"bytes": student}}
 
     def _payload(self, image: PreparedImage) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        if self.coded:  # an entropy-coded split: its `bitstream` of one frame
+            return self.weak_device.timed("split", self.device_part, image.array)
         (bottleneck, scale, zero_point), device = self.weak_device.timed("split", self.device_part, image.array)
         inputs = {"bottleneck": bottleneck, "scale": scale, "zero_point": zero_point}
         for name in ("scale", "zero_point"):

@@ -187,8 +187,12 @@ def format_description(description: dict[str, Any], output_dir: Path) -> str:
         outputs = ", ".join(f"{t['name']} {t['dtype']}{t['shape']}" for t in part["outputs"])
         lines.append(f"  {part['file']:<12} {size / 1e6:7.2f} MB  {inputs} -> {outputs}")
     lines.append(f"  {DEPLOY_JSON}")
-    link = "8-bit" if description["quantized"] else "float32"
-    lines.append(f"Payload per image ({link}): {description['payload_bytes_per_image']:,} bytes")
+    if description.get("entropy_coded"):
+        lines.append("Payload per image: one entropy-coded string; between the files, in Python:")
+        lines += [f"  {side}: {what}" for side, what in description["what_runs_where"].items()]
+    else:
+        link = "8-bit" if description["quantized"] else "float32"
+        lines.append(f"Payload per image ({link}): {description['payload_bytes_per_image']:,} bytes")
     check = description.get("verification")
     if check:
         lines.append(

@@ -5,6 +5,7 @@ Each `ServedModel` declares its inputs and outputs (`TensorSpec`), checks a requ
 
     server      bottleneck UINT8 [N, B, h, w], scale FP32 [N], zero_point UINT8 [N] -> logits FP32 [N, classes]
     server_b3   the same per student of a fused run
+    server      (an entropy-coded split) bitstream BYTES [N] -> logits FP32 [N, classes] (`coded_models`)
     teacher     image BYTES [N] (encoded JPEG / PNG) -> logits FP32 [N, classes]
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from hnd_lightning.models.artifacts import load_split_artifacts
 from hnd_lightning.models.quantization import split_parts
+from hnd_lightning.runtime.common.bitstream import BITSTREAM_INPUT, unframe_all
 from hnd_lightning.runtime.common.images import decode_jpeg
 from hnd_lightning.runtime.common.parts import (
     RUNTIMES,
@@ -28,6 +30,7 @@ from hnd_lightning.runtime.common.parts import (
     load_teacher,
 )
 from hnd_lightning.runtime.common.protocol import DATATYPES, InferenceError, TensorSpec
+from hnd_lightning.runtime.server.coded_models import coded_runner, coded_specs
 
 SPLIT_INPUTS = ("bottleneck", "scale", "zero_point")
 SERVER_ONNX = "server.onnx"
@@ -82,6 +85,18 @@ class SplitServerModel(ServedModel):
         return arrays, 0.0
 
 
+class CodedSplitServerModel(ServedModel):
+    """decompress + decoder + frozen tail of an entropy-coded split, fed the device's framed strings."""
+
+    def prepare(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        unframe_all(arrays[BITSTREAM_INPUT], self.runner.latent_shape)  # every frame checked before it queues
+        return arrays, 0.0
+
+    def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        strings = unframe_all(batch[BITSTREAM_INPUT], self.runner.latent_shape)
+        return {self.outputs[0].name: self.runner(strings)}
+
+
 class TeacherModel(ServedModel):
     """The whole teacher on encoded images: full offloading. JPEG decoding counts as its compute."""
 
@@ -130,6 +145,12 @@ def load_served_models(
     models: dict[str, ServedModel] = {}
     for name, folder in folders.items():
         split = load_split_artifacts(folder)
+        if split.entropy_coded:  # an Entropic Student: the bitstream in, decoded here
+            onnx = Path(deploy_dir) / SERVER_ONNX if runtime == "onnxruntime" else None
+            runner = coded_runner(split, onnx, device, bf16_autocast, threads)
+            models[name] = CodedSplitServerModel(name, *coded_specs(split.metadata), runner, split.metadata)
+            models[name].platform = "onnxruntime_onnx" if onnx else "pytorch"
+            continue
         inputs, outputs = split_specs(split.metadata)
         if runtime == "onnxruntime":
             runner = OnnxRunner(Path(deploy_dir) / SERVER_ONNX, SPLIT_INPUTS, device, threads)
