@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from hnd_lightning.models import build_teacher  # noqa: E402
 from hnd_lightning.models.artifacts import load_split_artifacts  # noqa: E402
 from hnd_lightning.runtime.common.bitstream import HEADER_BYTES, frame, frames_array, unframe  # noqa: E402
 from hnd_lightning.runtime.common.protocol import InferenceError  # noqa: E402
+from hnd_lightning.runtime.device.coded import CodedDevicePart  # noqa: E402
 from hnd_lightning.runtime.device.device_client import SplitClient  # noqa: E402
 from hnd_lightning.runtime.device.transport import connect  # noqa: E402
 from hnd_lightning.runtime.loopback import measure_split_over_loopback  # noqa: E402
@@ -105,7 +108,60 @@ def test_truncated_or_foreign_bitstreams_get_400_naming_the_tensor_and_the_serve
                 with pytest.raises(InferenceError) as error:
                     transport.infer("server", {"bitstream": bad}, ["logits"])
                 assert "'bitstream'" in str(error.value) and phrase in str(error.value)
-                assert error.value.kind == "invalid" and ("400" in str(error.value) or "INVALID_ARGUMENT" in str(error.value))
+                assert error.value.kind == "invalid" and (
+                    "400" in str(error.value) or "INVALID_ARGUMENT" in str(error.value)
+                )
                 reply = transport.infer("server", {"bitstream": good}, ["logits"])  # and the next one is served
                 assert reply.outputs["logits"].shape == (2, 3)
             transport.close()
+
+
+@pytest.mark.slow
+def test_deploy_exports_encoder_and_decoder_with_the_coder_between_and_both_sides_run_them(coded_artifacts, tmp_path):
+    pytest.importorskip("onnxruntime", reason='needs the deploy extra: pip install -e ".[deploy]"')
+    from conftest import compose_config
+
+    from hnd_lightning.deploy import deploy
+
+    description = deploy(compose_config("deploy", [f"artifacts={coded_artifacts}"], tmp_path))
+    assert description["entropy_coded"] and description["model_repository"] is None
+    assert [t["name"] for t in description["device"]["outputs"]] == ["latent"]
+    assert [t["name"] for t in description["server"]["inputs"]] == ["latent"]
+    assert "decompress" in description["what_runs_where"]["server"]
+    check = description["verification"]
+    assert check["max_abs_logit_difference"] < 1e-3 and check["symbols_differing"] == 0
+    assert json.loads((tmp_path / "deploy.json").read_text())["sent"]["tensor"] == "bitstream"
+    # the device codes with device.onnx, the server decodes into server.onnx: the same answers as PyTorch
+    onnx_models = load_served_models(coded_artifacts, runtime="onnxruntime", deploy_dir=tmp_path)
+    torch_models = load_served_models(coded_artifacts)
+    assert onnx_models["server"].describe()["platform"] == "onnxruntime_onnx"
+    split = load_split_artifacts(coded_artifacts)
+    onnx_device = CodedDevicePart(split, "onnxruntime", deploy_dir=tmp_path)
+    torch_device = CodedDevicePart(load_split_artifacts(coded_artifacts))
+    batch = np.random.default_rng(3).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    payload = onnx_device(batch)
+    assert list(payload["bitstream"]) == list(torch_device(batch)["bitstream"])
+    np.testing.assert_allclose(
+        onnx_models["server"].run(payload)["logits"], torch_models["server"].run(payload)["logits"], atol=1e-4, rtol=0
+    )
+
+
+def test_evaluate_tests_an_entropy_coded_split_through_its_bitstream(coded_artifacts, image_folder, tmp_path):
+    from conftest import compose_config
+
+    from hnd_lightning.runs.evaluation import evaluate
+
+    overrides = [
+        f"artifacts={coded_artifacts}",
+        f"data.root={image_folder}",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        "data.holdout=1",
+        "data.eval_batch_size=2",
+        "trainer.accelerator=cpu",
+        "allow_relabelled=true",
+    ]
+    results = evaluate(compose_config("evaluate", overrides, tmp_path))
+    assert set(results["metrics"]) == {"test/acc1", "test/acc5"}  # no 8-bit link for a coded latent
+    assert set(results["payload_bytes_per_image"]) == {"coded_bytes_mean", "coded_bytes_p95", "estimated_bytes_mean"}
+    assert results["payload_bytes_per_image"]["coded_bytes_mean"] > 0

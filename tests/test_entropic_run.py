@@ -7,15 +7,34 @@ import subprocess
 
 import pytest
 import torch
-from conftest import tiny_overrides
+from conftest import compose_train_config, tiny_overrides
 from test_faults import SIGTERM_EXIT, read_probe, train_command, victim_env
 
 pytest.importorskip("compressai", reason='needs the entropy extra: pip install -e ".[entropy]"')
 
 from hnd_lightning.models.artifacts import load_split_artifacts  # noqa: E402
+from hnd_lightning.runs.phases import run_training  # noqa: E402
 from hnd_lightning.runs.resume import read_checkpoint  # noqa: E402
 
 
+def test_one_run_trains_stage_one_then_stage_two_from_its_artifacts(image_folder, tmp_path):
+    cfg = compose_train_config(tiny_overrides("densenet169", "entropic_student", image_folder), tmp_path)
+    results = run_training(cfg)
+    stage1, stage2 = (json.loads((tmp_path / stage / "results.json").read_text()) for stage in ("stage1", "stage2"))
+    assert [stage1["models"]["b24"]["stage"], stage2["models"]["b24"]["stage"]] == [1, 2]
+    assert results["phases"]["stage1"]["artifacts"] == stage1["artifacts"] == str(tmp_path / "stage1" / "artifacts")
+    assert json.loads((tmp_path / "results.json").read_text())["artifacts"] == str(tmp_path / "stage2" / "artifacts")
+    # stage 1 trains encoder, entropy model and decoder; stage 2 the decoder and the tail
+    assert stage1["trainable_parameters"] < stage2["trainable_parameters"]
+    assert {"train/distortion", "train/bits_per_image", "train/aux_loss"} <= set(stage1["metrics"])
+    assert results["payload"]["images_coded"] == 2 and results["payload"]["coded_bytes_mean"] > 0
+    first, second = (load_split_artifacts(tmp_path / stage / "artifacts") for stage in ("stage1", "stage2"))
+    for key, value in first.head.state_dict().items():
+        if key.startswith(("encoder.", "entropy_bottleneck.")):
+            assert torch.equal(second.head.state_dict()[key], value), key
+
+
+@pytest.mark.slow
 def test_both_stages_run_from_one_command_and_a_killed_stage_two_resumes(image_folder, tmp_path):
     run_dir, probe, arm = tmp_path / "run", tmp_path / "probe.jsonl", tmp_path / "arm"
     base = [o for o in tiny_overrides("densenet169", "entropic_student", image_folder) if o != "debug=fast_dev_run"]

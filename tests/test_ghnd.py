@@ -91,7 +91,9 @@ def test_a_fused_ghnd_student_has_the_single_run_loss_and_exports_per_size(image
     torch.testing.assert_close(fused_loss, single_loss)
 
     overrides = [o for o in tiny_overrides("densenet169", "fused_ghnd", image_folder) if "bottleneck_channels" not in o]
-    results = json.loads(json.dumps(train(compose_train_config([*overrides, "model.bottleneck_channels=[3,6]"], tmp_path))))
+    results = json.loads(
+        json.dumps(train(compose_train_config([*overrides, "model.bottleneck_channels=[3,6]"], tmp_path)))
+    )
     assert results["method"] == "ghnd" and set(results["models"]) == {"b3", "b6"}
     for name, size in (("b3", 3), ("b6", 6)):
         metadata = load_split_artifacts(tmp_path / "artifacts" / name).metadata

@@ -156,18 +156,7 @@ class EntropicStudentMethod(SplitComputingMethod):
 
     # ----------------------------------------------------------------- evaluation through the bitstream
     def evaluation_logits(self, name: str, model: nn.Module, images: torch.Tensor, stage: str) -> torch.Tensor:
-        latent = model.encoder(images)
-        rounded, likelihoods = model.entropy_bottleneck(latent, training=False)
-        estimated = estimated_bits(likelihoods) / 8
-        self.log(f"{stage}/estimated_bytes", estimated.mean(), batch_size=images.shape[0], sync_dist=True)
-        if stage != "test":
-            return model.tail(model.decoder(rounded))
-        strings = model.head.compress(latent)
-        decoded = model.head.decompress(strings, latent.shape[-2:]).to(latent.device)
-        self.coded_bytes += [len(string) for string in strings]
-        self.estimated_bytes += estimated.tolist()
-        self.log("test/coded_bytes", float(np.mean([len(s) for s in strings])), batch_size=images.shape[0])
-        return model.tail(model.decoder(decoded))
+        return coded_evaluation(self, model, images, stage)
 
     def on_test_start(self) -> None:
         super().on_test_start()  # every model at its best weights first, then the tables from them
@@ -175,23 +164,7 @@ class EntropicStudentMethod(SplitComputingMethod):
         self.coded_bytes, self.estimated_bytes = [], []
 
     def payload_record(self, name: str, model: nn.Module) -> dict[str, Any]:
-        """The latent's shape and the bytes of the last test's strings: mean, 95th percentile, and the
-        likelihood estimate beside them (None before a test)."""
-        size = self.hparams.input_size
-        latent_shape = list(output_shape(model.encoder, (1, 3, size, size))[1:])
-        coded = self.coded_bytes
-        mean = float(np.mean(coded)) if coded else None
-        return {
-            "bottleneck_shape": latent_shape,
-            "coding": "entropy_coded",
-            "symbols": math.prod(latent_shape),
-            "coded_bytes_mean": mean,
-            "coded_bytes_p95": float(np.percentile(coded, 95)) if coded else None,
-            "estimated_bytes_mean": float(np.mean(self.estimated_bytes)) if coded else None,
-            "images_coded": len(coded),
-            "input_bytes_uint8": 3 * size * size,
-            "percent_of_input": None if mean is None else 100 * mean / (3 * size * size),
-        }
+        return coded_payload(model, self.hparams.input_size, self.coded_bytes, self.estimated_bytes)
 
     def model_summary(self) -> dict[str, dict[str, Any]]:
         """The base's summary, with the stage and beta it was trained with."""
@@ -204,6 +177,44 @@ class EntropicStudentMethod(SplitComputingMethod):
     def export_model(self, model: nn.Module, directory: Path, data_info: dict[str, Any]) -> list[Path]:
         """head.safetensors (encoder, entropy model with its tables, decoder), tail.safetensors, split.json."""
         return export_entropic_student(self, model, directory, data_info)
+
+
+def coded_evaluation(method: Any, model: EntropicSplitModel, images: torch.Tensor, stage: str) -> torch.Tensor:
+    """The logits `method` scores `model` on: in a test through the real bitstream (compress, decompress),
+    appending each string's bytes and estimate to `method.coded_bytes` / `estimated_bytes`; else the
+    eval-mode forward (the same rounding). Logs `<stage>/estimated_bytes` (and `test/coded_bytes`)."""
+    latent = model.encoder(images)
+    rounded, likelihoods = model.entropy_bottleneck(latent, training=False)
+    estimated = estimated_bits(likelihoods) / 8
+    method.log(f"{stage}/estimated_bytes", estimated.mean(), batch_size=images.shape[0], sync_dist=True)
+    if stage != "test":
+        return model.tail(model.decoder(rounded))
+    strings = model.head.compress(latent)
+    decoded = model.head.decompress(strings, latent.shape[-2:]).to(latent.device)
+    method.coded_bytes += [len(string) for string in strings]
+    method.estimated_bytes += estimated.tolist()
+    method.log("test/coded_bytes", float(np.mean([len(s) for s in strings])), batch_size=images.shape[0])
+    return model.tail(model.decoder(decoded))
+
+
+def coded_payload(
+    model: EntropicSplitModel, input_size: int, coded: list[int], estimated: list[float]
+) -> dict[str, Any]:
+    """The payload record of an entropy-coded model: the latent's shape and the bytes of the strings of
+    the last test (mean, 95th percentile) with the likelihood estimate beside them (None before a test)."""
+    latent_shape = list(output_shape(model.encoder, (1, 3, input_size, input_size))[1:])
+    mean = float(np.mean(coded)) if coded else None
+    return {
+        "bottleneck_shape": latent_shape,
+        "coding": "entropy_coded",
+        "symbols": math.prod(latent_shape),
+        "coded_bytes_mean": mean,
+        "coded_bytes_p95": float(np.percentile(coded, 95)) if coded else None,
+        "estimated_bytes_mean": float(np.mean(estimated)) if coded else None,
+        "images_coded": len(coded),
+        "input_bytes_uint8": 3 * input_size * input_size,
+        "percent_of_input": None if mean is None else 100 * mean / (3 * input_size * input_size),
+    }
 
 
 def export_entropic_student(

@@ -48,10 +48,13 @@ ACCURACY_COLUMNS = ("best_val_acc1", "test_acc1", "test_acc5", *QUANTIZED_COLUMN
 
 
 def job_directories(sweep_dir: Path) -> list[Path]:
-    """Run directories of a sweep: those Hydra wrote a `.hydra/config.yaml` or a run a results.json into."""
-    found = {path.parent.parent for path in sweep_dir.glob("**/.hydra/config.yaml")}
-    found |= {path.parent for path in sweep_dir.glob(f"**/{RESULTS_FILE}")}
+    """Run directories of a sweep: those Hydra wrote a `.hydra/config.yaml` or a run a results.json into
+    (the folders of a job's phases inside it excluded)."""
+    jobs = {path.parent.parent for path in sweep_dir.glob("**/.hydra/config.yaml")}
+    found = jobs | {path.parent for path in sweep_dir.glob(f"**/{RESULTS_FILE}")}
     found.discard(sweep_dir)
+    # a phase of a job (the Entropic Student's stage1/, stage2/) is part of that job, not one of its own
+    found = {path for path in found if not any(parent in jobs for parent in path.parents)}
     # Natural order, so job 10 follows job 9.
     return sorted(found, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))])
 
