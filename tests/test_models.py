@@ -21,6 +21,7 @@ from hnd_lightning.models import (
 PAPER_SHAPES = {
     "densenet169": (224, 29, (256, 14, 14)),
     "densenet201": (224, 29, (256, 14, 14)),
+    "resnet50": (224, 29, (512, 28, 28)),
     "resnet152": (224, 29, (512, 28, 28)),
     "inception_v3": (299, 37, (192, 35, 35)),
 }

@@ -28,7 +28,7 @@ from torch import nn
 
 from hnd_lightning.methods.base import OptimizerFactory, SchedulerFactory, SplitComputingMethod
 from hnd_lightning.methods.evaluation import student_name
-from hnd_lightning.methods.ghnd import stage_losses
+from hnd_lightning.methods.ghnd import stage_losses, teacher_stage_outputs
 from hnd_lightning.methods.kd import distillation_loss
 from hnd_lightning.models import split_teacher
 from hnd_lightning.models.architectures import entropic_layout
@@ -96,10 +96,8 @@ class EntropicStudentMethod(SplitComputingMethod):
         self.coded_bytes: list[int] = []
         self.estimated_bytes: list[float] = []
         if stage == 1:
-            self.teacher_head, self.teacher_tail = (
-                teacher_head,
-                split_teacher(teacher, architecture, self.layout.split_module)[1],
-            )
+            _, self.teacher_tail = split_teacher(teacher, architecture, self.layout.split_module)
+            self.teacher_head = teacher_head
             self.freeze(self.teacher_head, self.teacher_tail, self.model.tail)
         else:
             self.load_stage_one(Path(init_from))
@@ -129,12 +127,7 @@ class EntropicStudentMethod(SplitComputingMethod):
 
     def stage_one_loss(self, images: torch.Tensor) -> torch.Tensor:
         """Distortion over the split and `distillation_stages` + beta x bits per batch + auxiliary loss."""
-        with torch.no_grad():
-            split = self.teacher_head(images)
-            targets = {
-                self.layout.split_module: split,
-                **self.teacher_tail.collect(split, self.layout.distillation_stages),
-            }
+        targets = teacher_stage_outputs(self.teacher_head, self.teacher_tail, images, self.layout.distillation_stages)
         decoded, likelihoods = self.model.head.forward_with_likelihoods(images)
         distortion = torch.stack(
             list(stage_losses(decoded, self.model.tail, targets, self.layout.split_module).values())
