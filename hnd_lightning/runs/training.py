@@ -168,6 +168,9 @@ def run_description(cfg: DictConfig, method: SplitComputingMethod) -> dict[str, 
         if payload is not None:
             shape = " x ".join(str(size) for size in payload["bottleneck_shape"])
             key = "sent per image" if len(models) == 1 else f"sent per image, {name}"
+            if payload.get("coding") == "entropy_coded":  # its bytes are known once its test has coded images
+                description[key] = f"a {shape} latent, entropy-coded: bytes per image measured on its bitstream"
+                continue
             description[key] = (
                 f"a {shape} tensor: {payload['bytes_float32']:,} B as float32, {payload['bytes_uint8']:,} B over "
                 f"the 8-bit link ({payload['percent_of_input']:.1f} % of the {payload['input_bytes_uint8']:,}-byte image)"

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from hnd_lightning.models.artifacts import SplitArtifacts
-from hnd_lightning.runtime.common.bitstream import BITSTREAM_INPUT
+from hnd_lightning.runtime.common.bitstream import BITSTREAM_INPUT, frames_array
 from hnd_lightning.runtime.common.parts import OnnxRunner, TorchRunner
 from hnd_lightning.runtime.common.protocol import TensorSpec
 
@@ -41,6 +41,11 @@ class CodedServerRunner:
     def __call__(self, strings: list[bytes]) -> np.ndarray:
         latent = self.head.decompress(strings, self.latent_shape[1:])
         return self.decoder_and_tail(latent.numpy())
+
+    @torch.inference_mode()
+    def example_frames(self) -> np.ndarray:
+        """The `bitstream` tensor of one all-zero latent, coded and framed (the server's warm-up input)."""
+        return frames_array(self.head.compress(torch.zeros((1, *self.latent_shape))), self.latent_shape)
 
 
 def coded_runner(

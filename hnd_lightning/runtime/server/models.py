@@ -96,6 +96,10 @@ class CodedSplitServerModel(ServedModel):
         strings = unframe_all(batch[BITSTREAM_INPUT], self.runner.latent_shape)
         return {self.outputs[0].name: self.runner(strings)}
 
+    def example_batch(self) -> dict[str, np.ndarray]:
+        """One real frame (an all-zero latent, coded): zeros are no bitstream (the warm-up batch)."""
+        return {BITSTREAM_INPUT: self.runner.example_frames()}
+
 
 class TeacherModel(ServedModel):
     """The whole teacher on encoded images: full offloading. JPEG decoding counts as its compute."""
