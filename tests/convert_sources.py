@@ -37,6 +37,7 @@ CHANNELS = {"densenet169": 12, "densenet201": 3, "resnet152": 6, "inception_v3":
 V1_FILES = {
     "densenet169": "densenet169-b2777c0a.pth",
     "densenet201": "densenet201-c1103571.pth",
+    "resnet50": "resnet50-0676ba61.pth",
     "resnet152": "resnet152-394f9c45.pth",
     "inception_v3": "inception_v3_google-0cc3c7bd.pth",
 }
