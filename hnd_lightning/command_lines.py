@@ -183,7 +183,7 @@ class CommandLineChecker:
             elif argument.startswith("-"):
                 if argument not in HYDRA_FLAGS:
                     raise ValueError(f"{argument!r} is not a flag of a Hydra command ({command_line})")
-            elif "=" not in argument:
+            elif "=" not in argument and not argument.startswith("~"):  # `~key` deletes a key (Hydra)
                 raise ValueError(
                     f"{argument!r} is not an override (key=value, group=option) of hnd_lightning.{command}"
                 )
